@@ -1,0 +1,60 @@
+# livt: `make demo` runs the main job end to end, `make test` runs the test suite.
+# Both create (or reuse) a virtual environment in $(VENV) and install the package into it.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+# Exact versions for the reproducible install; pyproject.toml only declares lower bounds.
+TORCH_PIN := torch==2.14.1 torchvision==0.29.1
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+RUNS ?= runs
+
+.PHONY: install data demo test lint pytest serve-check study bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install $(TORCH_PIN)
+	$(PIP) install -e '.[export,serve,dev]'
+	touch $@
+
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist package (no internet needed).
+data:
+	@if [ -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ] || [ -n "$$LIVT_DATA_ROOT" ]; then \
+		echo "Fashion-MNIST: found"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+		echo "Fashion-MNIST missing: run 'sudo apt-get install dataset-fashion-mnist'," \
+		     "or set LIVT_DATA_ROOT to a folder with the four IDX files" >&2; exit 2; \
+	fi
+
+demo: install data
+	$(PY) scripts/demo.py --runs $(RUNS)
+
+lint: install
+	$(VENV)/bin/ruff check livt tests benchmarks scripts
+	$(VENV)/bin/ruff format --check livt tests benchmarks scripts
+
+pytest: install
+	$(VENV)/bin/pytest -q
+
+# The serving image's exact install and entry command, in a fresh virtualenv without torch.
+serve-check: install
+	bash docker/ci-serve-check.sh
+
+test: lint pytest serve-check
+
+study: install data
+	$(PY) benchmarks/study.py --runs $(RUNS)/study
+
+bench: install data
+	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_infer.py --run $(RUNS)/fmnist/finetune
+	$(PY) benchmarks/bench_serve.py --model $(RUNS)/fmnist/export/model.onnx
+
+clean:
+	rm -rf $(RUNS) .pytest_cache .ruff_cache

@@ -1,0 +1,137 @@
+"""Target label priors and the logit offset that moves balanced logits to them.
+
+A LiVT model trained with a balanced loss predicts balanced posteriors: its raw logits ``z`` assume
+every class is equally likely. A deployment that knows its label distribution ``pi`` adds an offset
+to the logits. The offset mirrors the bias the training loss added for the training prior, so that
+``prior="train"`` recovers the logits the loss was fitted on:
+
+- BCE family (``bce``, ``bal-bce``): ``tau * (log pi - log(1 - pi))``, the sigmoid's log-odds;
+- everything else (softmax family): ``tau * log pi`` (logit adjustment, Menon et al. 2021).
+
+This module is shared by export (folded into the head) and serving (applied per request), so it
+imports numpy only: the serving image carries no PyTorch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+BCE_FAMILY = frozenset({"bce", "bal-bce"})
+PRIOR_MODES = ("balanced", "train", "file", "custom")
+
+# A class with zero target frequency would get an offset of -inf; clip it to a very unlikely class
+# instead so logits and probabilities stay finite (and JSON-serialisable).
+_MIN_PI = 1e-12
+
+
+class PriorError(ValueError):
+    """A prior specification that cannot be used (wrong length, negative, unreadable, ...)."""
+
+
+def resolve_prior(
+    spec: str | Path | Sequence[float] | None,
+    class_counts: Sequence[int],
+    classes: Sequence[str] | None = None,
+) -> tuple[str, np.ndarray | None]:
+    """Turn a prior specification into ``(mode, pi)``.
+
+    ``spec`` is ``"balanced"`` (or ``None``), ``"train"`` (the training counts), a path to a JSON
+    file (a list of numbers, or an object mapping class names to numbers) or a CSV file (one
+    number per line, or ``class,value`` rows), or a sequence of numbers. Values may be counts or
+    frequencies; they are normalised to sum to one. ``pi`` is ``None`` for the balanced prior.
+    """
+    num_classes = len(class_counts)
+    if spec is None or (isinstance(spec, str) and spec == "balanced"):
+        return "balanced", None
+    if isinstance(spec, str) and spec == "train":
+        return "train", _normalise(class_counts, num_classes, "training counts")
+    if isinstance(spec, (str, Path)):
+        path = Path(spec)
+        if not path.is_file():
+            raise PriorError(f"prior {str(spec)!r} is not 'balanced', 'train' or an existing JSON/CSV file")
+        return "file", _normalise(_read_prior_file(path, classes), num_classes, str(path))
+    return "custom", _normalise(spec, num_classes, "prior")
+
+
+def prior_offset(pi: np.ndarray | None, loss: str, tau: float, num_classes: int) -> np.ndarray:
+    """The logit offset for target prior ``pi`` under a model trained with ``loss`` and ``tau``."""
+    if pi is None:
+        return np.zeros(num_classes, dtype=np.float32)
+    p = np.asarray(pi, dtype=np.float64)
+    if p.shape != (num_classes,):
+        raise PriorError(f"prior: expected {num_classes} values (one per class), got shape {p.shape}")
+    p = np.clip(p, _MIN_PI, 1.0 - _MIN_PI)
+    log_prior = np.log(p) - np.log1p(-p) if loss in BCE_FAMILY else np.log(p)
+    return (tau * log_prior).astype(np.float32)
+
+
+def _normalise(values: Sequence[float], num_classes: int, what: str) -> np.ndarray:
+    try:
+        arr = np.asarray(list(values), dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise PriorError(f"{what}: expected numbers, got {values!r}") from exc
+    if arr.ndim != 1 or arr.shape[0] != num_classes:
+        raise PriorError(f"{what}: expected {num_classes} values (one per class), got {arr.size}")
+    if not np.all(np.isfinite(arr)):
+        raise PriorError(f"{what}: values must be finite")
+    if np.any(arr < 0):
+        raise PriorError(f"{what}: values must be non-negative")
+    total = arr.sum()
+    if total <= 0:
+        raise PriorError(f"{what}: values must not all be zero")
+    return arr / total
+
+
+def _read_prior_file(path: Path, classes: Sequence[str] | None) -> list[float]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PriorError(f"{path}: not valid JSON ({exc})") from exc
+        if isinstance(data, dict):
+            return _by_class_name(data, classes, path)
+        if isinstance(data, list):
+            return data
+        raise PriorError(f"{path}: expected a JSON list of numbers or an object of class: value")
+    rows = [row for row in csv.reader(text.splitlines()) if row and any(c.strip() for c in row)]
+    if rows and len(rows[0]) == 2:
+        header = [c.strip().lower() for c in rows[0]]
+        if not _is_number(header[1]):
+            rows = rows[1:]
+        if any(len(r) != 2 for r in rows):
+            raise PriorError(f"{path}: expected 'class,value' on every row")
+        return _by_class_name({r[0].strip(): r[1].strip() for r in rows}, classes, path)
+    if rows and not _is_number(rows[0][0]):
+        rows = rows[1:]
+    if not all(len(r) == 1 and _is_number(r[0]) for r in rows):
+        raise PriorError(f"{path}: expected one number per line or 'class,value' rows")
+    return [float(r[0]) for r in rows]
+
+
+def _by_class_name(mapping: dict, classes: Sequence[str] | None, path: Path) -> list[float]:
+    if classes is None:
+        raise PriorError(f"{path}: a prior keyed by class name needs the model's class names")
+    unknown = sorted(set(mapping) - set(classes))
+    if unknown:
+        raise PriorError(f"{path}: unknown class names {unknown[:5]}")
+    missing = [c for c in classes if c not in mapping]
+    if missing:
+        raise PriorError(f"{path}: no value for classes {missing[:5]}")
+    try:
+        return [float(mapping[c]) for c in classes]
+    except (TypeError, ValueError) as exc:
+        raise PriorError(f"{path}: values must be numbers") from exc
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
