@@ -1,0 +1,252 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from livt.prior import prior_offset
+from livt.training.losses import (
+    LOSSES,
+    build_loss,
+    class_balanced_weights,
+    is_bce_family,
+    loss_defaults,
+)
+
+
+def softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+def bce_term(z: float, t: float) -> float:
+    # BCEWithLogits(z, t) = -t log sigmoid(z) - (1 - t) log(1 - sigmoid(z)) = softplus(z) - t z
+    return softplus(z) - t * z
+
+
+def log_softmax(row: list[float]) -> list[float]:
+    norm = math.log(sum(math.exp(v) for v in row))
+    return [v - norm for v in row]
+
+
+def longtail_counts(num_classes: int = 10) -> list[int]:
+    return [int(600 * 0.01 ** (c / (num_classes - 1))) for c in range(num_classes)]
+
+
+def test_registry_names_and_bce_family():
+    assert set(LOSSES) == {"ce", "bce", "bal-ce", "bal-bce", "cb-ce", "ldam", "focal"}
+    assert [n for n in LOSSES if is_bce_family(n)] == ["bce", "bal-bce"]
+
+
+def test_unknown_loss_lists_the_names():
+    with pytest.raises(ValueError, match=r"unknown loss 'bal_bce'.*'bal-bce'"):
+        build_loss("bal_bce", [3, 1])
+
+
+def test_unknown_option_is_rejected_with_the_accepted_ones():
+    with pytest.raises(ValueError, match=r"'ce' takes options \['smoothing'\], got unknown \['tau'\]"):
+        build_loss("ce", [3, 1], tau=1.0)
+    assert loss_defaults("bal-bce") == {"smoothing": 0.1, "tau": 1.0}
+
+
+@pytest.mark.parametrize("counts", [[], [5], [3, 0], [3, -1], [3, 1.5], [3, float("nan")], [[1, 2]]])
+def test_bad_class_counts(counts):
+    with pytest.raises(ValueError, match="class_counts"):
+        build_loss("bal-bce", counts)
+
+
+def test_bce_hand_example_with_default_smoothing():
+    loss = build_loss("bce", [3, 1])
+    z = [1.0, -2.0]
+    got = loss(torch.tensor([z]), torch.tensor([1]))
+    # smoothing 0.1, C = 2: off = 0.05, on = 0.95; the C factor makes it a sum over classes
+    expected = bce_term(z[0], 0.05) + bce_term(z[1], 0.95)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_bal_bce_bias_and_hand_example():
+    loss = build_loss("bal-bce", [3, 1])
+    # pi = (0.75, 0.25): log(pi / (1 - pi)) = (log 3, -log 3)
+    torch.testing.assert_close(loss.logit_bias, torch.tensor([math.log(3), -math.log(3)]))
+    assert "logit_bias" in dict(loss.named_buffers())
+    z = [[0.5, 0.5], [-1.0, 2.0]]
+    got = loss(torch.tensor(z), torch.tensor([0, 1]))
+    b = [math.log(3), -math.log(3)]
+    t = [[0.95, 0.05], [0.05, 0.95]]
+    total = sum(bce_term(z[n][c] + b[c], t[n][c]) for n in range(2) for c in range(2))
+    assert got.item() == pytest.approx(2 * total / 4, rel=1e-6)
+
+
+def test_bal_bce_tau_scales_the_bias_and_tau_zero_is_bce():
+    counts = [50, 10, 2]
+    logits = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    target = torch.tensor([0, 1, 2, 1])
+    half = build_loss("bal-bce", counts, tau=0.5)
+    full = build_loss("bal-bce", counts)
+    torch.testing.assert_close(half.logit_bias * 2, full.logit_bias)
+    plain = build_loss("bal-bce", counts, tau=0.0)
+    t = torch.full((4, 3), 0.1 / 3)
+    t[torch.arange(4), target] = 0.9 + 0.1 / 3
+    bce_term_only = (torch.nn.functional.softplus(logits) - t * logits).sum() / 4
+    torch.testing.assert_close(plain(logits, target), bce_term_only)
+    torch.testing.assert_close(build_loss("bce", counts)(logits, target), bce_term_only)
+
+
+def test_bal_bce_bias_orders_head_to_tail():
+    counts = longtail_counts(10)
+    bias = build_loss("bal-bce", counts).logit_bias
+    # every pi < 0.5, so every log-odds is negative; the head's is the least negative
+    assert (bias < 0).all()
+    assert torch.all(bias[:-1] > bias[1:])
+    # a head class holding most of the data gets a positive bias
+    assert build_loss("bal-bce", [90, 5, 5]).logit_bias[0] > 0
+
+
+@pytest.mark.parametrize("name", ["bal-bce", "bal-ce"])
+def test_logit_bias_matches_the_export_offset(name):
+    counts = longtail_counts(10)
+    pi = np.asarray(counts) / sum(counts)
+    offset = prior_offset(pi, name, 0.7, len(counts))
+    bias = build_loss(name, counts, tau=0.7).logit_bias
+    np.testing.assert_allclose(bias.numpy(), offset, rtol=1e-6)
+
+
+def test_bce_c_factor():
+    counts = [1] * 7
+    logits = torch.randn(5, 7, generator=torch.Generator().manual_seed(1))
+    target = torch.randint(0, 7, (5,), generator=torch.Generator().manual_seed(2))
+    mean = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, torch.nn.functional.one_hot(target, 7).float()
+    )
+    got = build_loss("bce", counts, smoothing=0.0)(logits, target)
+    torch.testing.assert_close(got, 7 * mean)
+
+
+def test_ce_hand_example_and_smoothing():
+    z = [2.0, 1.0, 0.0]
+    lp = log_softmax(z)
+    got = build_loss("ce", [5, 3, 1])(torch.tensor([z]), torch.tensor([0]))
+    assert got.item() == pytest.approx(-lp[0], rel=1e-6)
+    smoothed = build_loss("ce", [5, 3, 1], smoothing=0.3)(torch.tensor([z]), torch.tensor([0]))
+    t = [0.7 + 0.1, 0.1, 0.1]
+    assert smoothed.item() == pytest.approx(-sum(ti * li for ti, li in zip(t, lp, strict=True)), rel=1e-6)
+
+
+def test_bal_ce_is_logit_adjusted_ce():
+    z = [0.0, 1.0, 0.5]
+    counts = [2, 1, 1]  # pi = (0.5, 0.25, 0.25)
+    adjusted = [z[0] + math.log(0.5), z[1] + math.log(0.25), z[2] + math.log(0.25)]
+    got = build_loss("bal-ce", counts)(torch.tensor([z]), torch.tensor([2]))
+    assert got.item() == pytest.approx(-log_softmax(adjusted)[2], rel=1e-6)
+
+
+def test_cb_ce_weights_and_loss():
+    w = class_balanced_weights(torch.tensor([10, 1]), beta=0.9)
+    raw = [0.1 / (1 - 0.9**10), 0.1 / (1 - 0.9)]
+    expected = [2 * r / sum(raw) for r in raw]
+    torch.testing.assert_close(w, torch.tensor(expected))
+    counts = longtail_counts(10)
+    default = build_loss("cb-ce", counts).class_weight
+    assert default.sum().item() == pytest.approx(10, rel=1e-6)
+    assert torch.all(default[:-1] < default[1:])  # rarer class, larger weight
+
+    # the weighted sum is divided by the batch size (not by the sum of the samples' weights, as
+    # torch's weighted cross_entropy does), so index and soft targets give the same value
+    z = [[1.0, 0.0], [0.3, -0.2], [-0.5, 0.5]]
+    got = build_loss("cb-ce", [10, 1], beta=0.9)(torch.tensor(z), torch.tensor([0, 0, 1]))
+    ce = [-log_softmax(z[0])[0], -log_softmax(z[1])[0], -log_softmax(z[2])[1]]
+    weighted = expected[0] * ce[0] + expected[0] * ce[1] + expected[1] * ce[2]
+    assert got.item() == pytest.approx(weighted / 3, rel=1e-6)
+
+
+def test_ldam_margins_and_hand_example():
+    loss = build_loss("ldam", [16, 1], s=2.0)
+    # n^(-1/4) = (0.5, 1) scaled so the largest margin is 0.5
+    torch.testing.assert_close(loss.margins, torch.tensor([0.25, 0.5]))
+    z = [0.4, 0.1]
+    got = loss(torch.tensor([z]), torch.tensor([0]))
+    expected = -log_softmax([2 * (z[0] - 0.25), 2 * z[1]])[0]
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_ldam_deferred_reweighting_switches_at_drw_epoch():
+    counts = [16, 1]
+    loss = build_loss("ldam", counts, s=2.0, drw_epoch=2, beta=0.9)
+    z = torch.tensor([[0.4, 0.1], [0.2, 0.3]])
+    y = torch.tensor([0, 1])
+    ce = [-log_softmax([2 * (0.4 - 0.25), 2 * 0.1])[0], -log_softmax([2 * 0.2, 2 * (0.3 - 0.5)])[1]]
+    loss.set_epoch(1)
+    assert not loss.reweighting
+    assert loss(z, y).item() == pytest.approx(sum(ce) / 2, rel=1e-6)
+    loss.set_epoch(2)
+    assert loss.reweighting
+    raw = [0.1 / (1 - 0.9**16), 0.1 / (1 - 0.9)]
+    w = [2 * r / sum(raw) for r in raw]
+    assert loss(z, y).item() == pytest.approx((w[0] * ce[0] + w[1] * ce[1]) / 2, rel=1e-6)
+    never = build_loss("ldam", counts)
+    never.set_epoch(10_000)
+    assert not never.reweighting
+
+
+def test_focal_hand_example_and_gamma_zero_is_ce():
+    z = [1.0, 0.0, -1.0]
+    lp = log_softmax(z)
+    got = build_loss("focal", [4, 2, 1])(torch.tensor([z]), torch.tensor([1]))
+    p1 = math.exp(lp[1])
+    assert got.item() == pytest.approx(-((1 - p1) ** 2) * lp[1], rel=1e-6)
+    logits = torch.randn(6, 3, generator=torch.Generator().manual_seed(3))
+    target = torch.tensor([0, 1, 2, 2, 1, 0])
+    torch.testing.assert_close(
+        build_loss("focal", [4, 2, 1], gamma=0.0)(logits, target),
+        torch.nn.functional.cross_entropy(logits, target),
+    )
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_one_hot_soft_target_equals_index_target(name):
+    counts = [40, 9, 3]
+    loss = build_loss(name, counts, smoothing=0.0)
+    logits = torch.randn(5, 3, generator=torch.Generator().manual_seed(4))
+    target = torch.tensor([0, 2, 1, 1, 0])
+    soft = torch.nn.functional.one_hot(target, 3).float()
+    torch.testing.assert_close(loss(logits, soft), loss(logits, target))
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_smoothed_index_target_equals_the_smoothed_soft_target(name):
+    # what timm Mixup produces with mixup off: off = s/C, on = 1 - s + s/C
+    loss = build_loss(name, [40, 9, 3], smoothing=0.1)
+    logits = torch.randn(4, 3, generator=torch.Generator().manual_seed(5))
+    target = torch.tensor([2, 0, 1, 2])
+    soft = torch.full((4, 3), 0.1 / 3)
+    soft[torch.arange(4), target] = 0.9 + 0.1 / 3
+    torch.testing.assert_close(loss(logits, soft), loss(logits, target))
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_gradients_are_finite_for_extreme_logits(name):
+    loss = build_loss(name, longtail_counts(10))
+    loss.set_epoch(0)
+    logits = (torch.randn(8, 10, generator=torch.Generator().manual_seed(6)) * 60).requires_grad_()
+    mixed = torch.softmax(torch.randn(8, 10, generator=torch.Generator().manual_seed(7)), dim=1)
+    value = loss(logits, mixed)
+    value.backward()
+    assert torch.isfinite(value)
+    assert torch.isfinite(logits.grad).all()
+    assert logits.grad.abs().sum() > 0
+
+
+def test_buffers_follow_the_module_and_low_precision_logits_work():
+    loss = build_loss("bal-bce", [3, 1]).to(torch.float64)
+    assert loss.class_counts.dtype == torch.int64
+    value = loss(torch.zeros(2, 2, dtype=torch.bfloat16), torch.tensor([0, 1]))
+    assert value.dtype in (torch.float32, torch.float64) and torch.isfinite(value)
+
+
+def test_shape_errors_name_the_problem():
+    loss = build_loss("ce", [3, 1, 1])
+    with pytest.raises(ValueError, match=r"logits must have shape \(N, 3\)"):
+        loss(torch.zeros(2, 4), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="2 labels for a batch of 3"):
+        loss(torch.zeros(3, 3), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="soft target"):
+        loss(torch.zeros(2, 3), torch.zeros(2, 2))
