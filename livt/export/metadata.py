@@ -1,0 +1,104 @@
+"""The artifact metadata: the JSON stored in ONNX ``metadata_props["livt"]`` and engine sidecars.
+
+Torch-free (stdlib + onnx only where a model file is read) so serving can read artifacts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import livt
+
+METADATA_KEY = "livt"
+FORMAT_VERSION = 1
+INPUT_NAME = "input"
+OUTPUT_NAMES = ("logits", "probabilities")
+QUANTIZATION_MODES = (None, "int8-dynamic", "int8-qdq")
+# The run's metrics.json subset worth carrying (per-class lists and confusion matrices stay behind).
+_METRIC_KEYS = ("top1", "top5", "balanced_acc", "many", "medium", "few", "ece", "mce", "nll")
+_VERSIONED = ("torch", "onnx", "onnxruntime", "timm")
+
+
+def build_metadata(
+    meta: dict[str, Any],
+    *,
+    prior: dict[str, Any],
+    temperature: float,
+    run_metrics: dict[str, Any],
+    source_sha256: str,
+    quantization: str | None = None,
+    calibration: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The contract metadata for an artifact exported from checkpoint ``meta`` (``meta.json``)."""
+    if quantization not in QUANTIZATION_MODES:
+        raise ValueError(f"quantization must be one of {QUANTIZATION_MODES}, got {quantization!r}")
+    pp = meta["preprocess"]
+    metrics = {k: run_metrics[k] for k in _METRIC_KEYS if k in run_metrics}
+    return {
+        "format_version": FORMAT_VERSION,
+        "livt_version": livt.__version__,
+        "model_name": meta["model"].get("name", "custom"),
+        "model": meta["model"],
+        "classes": list(meta["classes"]),
+        "class_counts": list(meta["class_counts"]),
+        "loss": meta["loss"],
+        "tau": float(meta["tau"]),
+        "input": {
+            "name": INPUT_NAME,
+            "shape": [None, int(pp["channels"]), int(pp["img_size"]), int(pp["img_size"])],
+            "dtype": "float32",
+        },
+        "outputs": list(OUTPUT_NAMES),
+        "preprocess": pp,
+        "prior": prior,
+        "temperature": float(temperature),
+        "calibration": calibration,
+        "quantization": quantization,
+        "metrics": metrics,
+        "source_sha256": source_sha256,
+        "versions": package_versions(),
+    }
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages an artifact depends on (``None`` when absent)."""
+    versions: dict[str, str | None] = {}
+    for name in _VERSIONED:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def write_onnx_metadata(model: Any, metadata: dict[str, Any]) -> None:
+    """Set ``metadata_props["livt"]`` on an ``onnx.ModelProto`` in place (replacing an old entry)."""
+    kept = [p for p in model.metadata_props if p.key != METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
+
+
+def read_onnx_metadata(path: Path) -> dict[str, Any]:
+    """The ``livt`` metadata of an ONNX file (weights are not loaded)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            return json.loads(prop.value)
+    raise ValueError(f"{path} has no metadata_props[{METADATA_KEY!r}]: not a livt export")
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

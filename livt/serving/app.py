@@ -1,0 +1,77 @@
+"""The FastAPI application: ``create_app(settings)`` and the lifespan that owns the model."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from livt import __version__
+from livt.serving.batching import DynamicBatcher
+from livt.serving.dependencies import ServingState
+from livt.serving.errors import install_error_handlers
+from livt.serving.limits import BodySizeLimitMiddleware
+from livt.serving.metrics import MetricsMiddleware, ServingMetrics
+from livt.serving.model import ServedModel, load_model
+from livt.serving.routers import metrics, predict, ui, v2
+from livt.serving.settings import ServeSettings
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: ServeSettings, *, model: ServedModel | None = None) -> FastAPI:
+    """Build the app. The model loads in the lifespan (once), unless an already loaded ``model`` is given.
+
+    A model that cannot be loaded raises ``ArtifactError`` at start-up, so the server never
+    answers with a broken model.
+    """
+    app_metrics = ServingMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        served = model if model is not None else load_model(settings)
+        batcher = DynamicBatcher(
+            served.run,
+            max_batch=settings.max_batch,
+            max_delay_s=settings.max_delay_ms / 1000,
+            max_queue=settings.max_queue,
+            on_batch=app_metrics.observe_batch,
+        )
+        batcher.start()
+        app.state.serving = ServingState(settings, served, batcher, app_metrics)
+        logger.info(
+            "serving %s (%s, version %s) as %r",
+            served.info.path,
+            served.backend.platform,
+            served.info.version,
+            settings.model_name,
+        )
+        try:
+            yield
+        finally:
+            app.state.serving = None
+            batcher.close()
+
+    app = FastAPI(
+        title="livt",
+        version=__version__,
+        description="Long-tailed image classification with a request-time label prior (LiVT).",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.serving = None
+    install_error_handlers(app)
+    app.include_router(ui.router)
+    app.include_router(predict.router)
+    app.include_router(v2.public)
+    app.include_router(v2.router)
+    app.include_router(metrics.router)
+    app.mount("/static", StaticFiles(directory=Path(str(ui.STATIC_DIR))), name="static")
+    # The last added middleware is the outermost: metrics see the body-limit's 413s too.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=app_metrics)
+    return app

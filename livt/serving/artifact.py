@@ -1,0 +1,124 @@
+"""The served artifact: its checksum and the ``livt`` metadata it carries (docs/architecture.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from livt.serving.preprocess import PreprocessConfig
+
+FORMAT_VERSION = 1
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ArtifactError(RuntimeError):
+    """The artifact cannot be served; the message names the file and the cause."""
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    """What serving needs from the artifact's metadata, validated; ``metadata`` is the whole JSON."""
+
+    path: Path
+    sha256: str
+    metadata: dict[str, Any]
+    classes: tuple[str, ...]
+    class_counts: tuple[int, ...]
+    loss: str
+    tau: float
+    temperature: float
+    prior_mode: str
+    offset: np.ndarray = field(repr=False)
+    preprocess: PreprocessConfig
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def version(self) -> str:
+        """A version string unique to the artifact's bytes: the first 12 hex digits of its sha256."""
+        return self.sha256[:12]
+
+
+def file_sha256(path: Path) -> str:
+    """The hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_checksum(path: Path, expected: str | None = None) -> str:
+    """Hash ``path`` and compare it with ``expected``, else with a ``PATH.sha256`` file beside it.
+
+    Returns the digest. The sidecar may be bare hex or ``sha256sum`` output (``HEX  NAME``).
+    """
+    if not path.is_file():
+        raise ArtifactError(f"model artifact {path} does not exist")
+    source = "--sha256"
+    sidecar = path.with_name(path.name + ".sha256")
+    if expected is None and sidecar.is_file():
+        words = sidecar.read_text(encoding="utf-8").split()
+        expected, source = (words[0] if words else ""), str(sidecar)
+    actual = file_sha256(path)
+    if expected is not None:
+        expected = expected.strip().lower()
+        if not _SHA256.match(expected):
+            raise ArtifactError(f"checksum from {source} is not a sha256 hex digest: {expected!r}")
+        if expected != actual:
+            raise ArtifactError(
+                f"checksum mismatch for {path}: expected {expected} (from {source}), file has {actual}"
+            )
+    return actual
+
+
+def parse_metadata(raw: str, path: Path, sha256: str) -> ArtifactInfo:
+    """Validate the artifact's ``livt`` JSON; every problem is an ``ArtifactError`` naming the key."""
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path}: the livt metadata is not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{path}: the livt metadata is not a JSON object")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{path}: metadata format_version {version!r} is not supported (this server reads {FORMAT_VERSION})"
+        )
+    try:
+        classes = tuple(str(c) for c in meta["classes"])
+        counts = tuple(int(c) for c in meta["class_counts"])
+        offset = np.asarray(meta["prior"]["offset"], dtype=np.float32)
+        info = ArtifactInfo(
+            path=path,
+            sha256=sha256,
+            metadata=meta,
+            classes=classes,
+            class_counts=counts,
+            loss=str(meta["loss"]),
+            tau=float(meta["tau"]),
+            temperature=float(meta["temperature"]),
+            prior_mode=str(meta["prior"]["mode"]),
+            offset=offset,
+            preprocess=PreprocessConfig.from_dict(meta["preprocess"]),
+        )
+    except KeyError as exc:
+        raise ArtifactError(f"{path}: the livt metadata lacks the key {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise ArtifactError(f"{path}: invalid livt metadata: {exc}") from exc
+    k = info.num_classes
+    if k < 1 or len(counts) != k or offset.shape != (k,):
+        raise ArtifactError(
+            f"{path}: metadata has {k} classes, {len(counts)} class_counts and {offset.size} offsets"
+        )
+    if not (np.isfinite(offset).all() and np.isfinite(info.temperature) and info.temperature > 0):
+        raise ArtifactError(f"{path}: metadata prior offset and temperature must be finite (temperature > 0)")
+    return info

@@ -1,0 +1,234 @@
+"""Inference backends: ONNX Runtime (any execution provider) and a raw TensorRT engine.
+
+Both take a float32 batch ``[N, C, H, W]`` and return the artifact's ``(logits, probabilities)``.
+TensorRT is imported lazily and only for ``.plan`` files; device memory goes through the CUDA
+driver API with ctypes, so the serving image needs no PyTorch or CUDA Python bindings.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from livt.serving.artifact import ArtifactError
+
+logger = logging.getLogger(__name__)
+
+INPUT_NAME = "input"
+OUTPUT_NAMES = ("logits", "probabilities")
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+class Backend(Protocol):
+    """What the server needs from an inference engine."""
+
+    platform: str  # the Open Inference Protocol platform string
+    metadata_json: str  # the artifact's ``livt`` metadata
+    input_shape: tuple[int | None, ...]  # [N, C, H, W], None for dynamic dimensions
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def open_backend(path: Path, *, providers: list[str] | None = None, intra_op_threads: int = 0) -> Backend:
+    """Open ``path`` with the backend its suffix calls for (``.plan`` = TensorRT, else ONNX Runtime)."""
+    if path.suffix in (".plan", ".engine"):
+        return TensorRTBackend(path)
+    return OnnxRuntimeBackend(path, providers=providers, intra_op_threads=intra_op_threads)
+
+
+def choose_providers(requested: list[str] | None, available: list[str]) -> list[str]:
+    """The providers to use: ``requested`` if all are available, else the preferred ones available."""
+    if requested:
+        missing = [p for p in requested if p not in available]
+        if missing:
+            raise ArtifactError(
+                f"execution providers {missing} are not available in this onnxruntime "
+                f"(available: {', '.join(available)})"
+            )
+        return list(requested)
+    return [p for p in PREFERRED_PROVIDERS if p in available] or list(available)
+
+
+class OnnxRuntimeBackend:
+    """An ``onnxruntime.InferenceSession`` over the exported ``.onnx`` artifact."""
+
+    platform = "onnxruntime_onnx"
+
+    def __init__(self, path: Path, *, providers: list[str] | None = None, intra_op_threads: int = 0):
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise ArtifactError("serving an ONNX model needs onnxruntime: pip install 'livt[serve]'") from exc
+        chosen = choose_providers(providers, ort.get_available_providers())
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+        except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ArtifactError(f"{path}: not a loadable ONNX model ({reason})") from exc
+        self.providers = self.session.get_providers()
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        names = [o.name for o in outputs]
+        if [i.name for i in inputs] != [INPUT_NAME] or any(n not in names for n in OUTPUT_NAMES):
+            raise ArtifactError(
+                f"{path}: incompatible model: expected input {INPUT_NAME!r} and outputs {list(OUTPUT_NAMES)}, "
+                f"found inputs {[i.name for i in inputs]} and outputs {names}"
+            )
+        if inputs[0].type != "tensor(float)":
+            raise ArtifactError(f"{path}: incompatible model: input is {inputs[0].type}, not tensor(float)")
+        self.input_shape = tuple(d if isinstance(d, int) else None for d in inputs[0].shape)
+        self.metadata_json = self.session.get_modelmeta().custom_metadata_map.get("livt", "")
+        if not self.metadata_json:
+            raise ArtifactError(
+                f"{path}: the ONNX model carries no 'livt' metadata (export it with livt-export)"
+            )
+        logger.info("onnxruntime session on %s with providers %s", path, self.providers)
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, probabilities = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
+        return logits, probabilities
+
+
+class TensorRTBackend:
+    """A serialized TensorRT engine ``X.plan`` with its metadata sidecar ``X.plan.json``."""
+
+    platform = "tensorrt_plan"
+
+    def __init__(self, path: Path):
+        sidecar = path.with_name(path.name + ".json")
+        if not sidecar.is_file():
+            raise ArtifactError(f"{path}: a TensorRT engine needs its metadata sidecar {sidecar.name}")
+        self.metadata_json = sidecar.read_text(encoding="utf-8")
+        try:
+            meta = json.loads(self.metadata_json)
+        except json.JSONDecodeError as exc:
+            raise ArtifactError(f"{sidecar}: not valid JSON ({exc})") from exc
+        try:
+            import tensorrt as trt
+        except ImportError as exc:
+            raise ArtifactError(
+                "serving a TensorRT engine needs the tensorrt package: pip install 'livt[tensorrt]'"
+            ) from exc
+        try:
+            self._cuda = _CudaDriver()
+        except OSError as exc:
+            raise ArtifactError(f"{path}: a TensorRT engine needs an NVIDIA GPU and driver ({exc})") from exc
+
+        found = {
+            "tensorrt_version": trt.__version__,
+            "gpu_name": self._cuda.device_name(),
+            "compute_capability": self._cuda.compute_capability(),
+        }
+        differences = [
+            f"{key} {meta.get(key)!r} (engine) != {value!r} (here)"
+            for key, value in found.items()
+            if str(meta.get(key)) != value
+        ]
+        if differences:
+            raise ArtifactError(
+                f"{path}: the engine was built for another setup: {'; '.join(differences)}. "
+                "Rebuild it on this machine with livt-export --format tensorrt"
+            )
+        self._cuda.make_current()
+        self._engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(path.read_bytes())
+        if self._engine is None:
+            raise ArtifactError(f"{path}: TensorRT could not deserialize the engine")
+        self._context = self._engine.create_execution_context()
+        self._stream = self._cuda.stream()
+        self._lock = threading.Lock()
+        self.input_shape = tuple(d if d >= 0 else None for d in self._engine.get_tensor_shape(INPUT_NAME))
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        num_classes = self._engine.get_tensor_shape(OUTPUT_NAMES[0])[-1]
+        outputs = [np.empty((batch.shape[0], num_classes), dtype=np.float32) for _ in OUTPUT_NAMES]
+        with self._lock:
+            self._cuda.make_current()
+            self._context.set_input_shape(INPUT_NAME, batch.shape)
+            buffers = [self._cuda.alloc(a.nbytes) for a in (batch, *outputs)]
+            try:
+                for name, ptr in zip((INPUT_NAME, *OUTPUT_NAMES), buffers, strict=True):
+                    self._context.set_tensor_address(name, ptr)
+                self._cuda.copy_to_device(buffers[0], batch)
+                if not self._context.execute_async_v3(self._stream):
+                    raise RuntimeError("TensorRT execution failed")
+                self._cuda.synchronize(self._stream)
+                for ptr, out in zip(buffers[1:], outputs, strict=True):
+                    self._cuda.copy_to_host(out, ptr)
+            finally:
+                for ptr in buffers:
+                    self._cuda.free(ptr)
+        return outputs[0], outputs[1]
+
+
+class _CudaDriver:
+    """The few CUDA driver API calls the TensorRT backend needs (device 0, its primary context)."""
+
+    _CC_MAJOR, _CC_MINOR = 75, 76  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_{MAJOR,MINOR}
+
+    def __init__(self) -> None:
+        self._lib = ctypes.CDLL("libcuda.so.1")
+        self._call("cuInit", 0)
+        device = ctypes.c_int()
+        self._call("cuDeviceGet", ctypes.byref(device), 0)
+        self._device = device.value
+        self._context = ctypes.c_void_p()
+        self._call("cuDevicePrimaryCtxRetain", ctypes.byref(self._context), self._device)
+
+    def _call(self, name: str, *args: object) -> None:
+        status = getattr(self._lib, name)(*args)
+        if status != 0:
+            raise OSError(f"CUDA driver call {name} failed with error {status}")
+
+    def make_current(self) -> None:
+        self._call("cuCtxSetCurrent", self._context)
+
+    def device_name(self) -> str:
+        buf = ctypes.create_string_buffer(256)
+        self._call("cuDeviceGetName", buf, 256, self._device)
+        return buf.value.decode()
+
+    def compute_capability(self) -> str:
+        major, minor = ctypes.c_int(), ctypes.c_int()
+        self._call("cuDeviceGetAttribute", ctypes.byref(major), self._CC_MAJOR, self._device)
+        self._call("cuDeviceGetAttribute", ctypes.byref(minor), self._CC_MINOR, self._device)
+        return f"{major.value}.{minor.value}"
+
+    def stream(self) -> int:
+        handle = ctypes.c_void_p()
+        self._call("cuStreamCreate", ctypes.byref(handle), 0)
+        return handle.value or 0
+
+    def synchronize(self, stream: int) -> None:
+        self._call("cuStreamSynchronize", ctypes.c_void_p(stream))
+
+    def alloc(self, nbytes: int) -> int:
+        ptr = ctypes.c_uint64()
+        self._call("cuMemAlloc_v2", ctypes.byref(ptr), ctypes.c_size_t(max(nbytes, 1)))
+        return ptr.value
+
+    def free(self, ptr: int) -> None:
+        self._call("cuMemFree_v2", ctypes.c_uint64(ptr))
+
+    def copy_to_device(self, ptr: int, array: np.ndarray) -> None:
+        self._call(
+            "cuMemcpyHtoD_v2",
+            ctypes.c_uint64(ptr),
+            array.ctypes.data_as(ctypes.c_void_p),
+            ctypes.c_size_t(array.nbytes),
+        )
+
+    def copy_to_host(self, array: np.ndarray, ptr: int) -> None:
+        self._call(
+            "cuMemcpyDtoH_v2",
+            array.ctypes.data_as(ctypes.c_void_p),
+            ctypes.c_uint64(ptr),
+            ctypes.c_size_t(array.nbytes),
+        )

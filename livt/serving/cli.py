@@ -1,0 +1,86 @@
+"""``livt-serve``: run the prediction service on one artifact.
+
+Flags override ``LIVT_*`` environment variables. The API key is read only from ``LIVT_API_KEY``
+(a secret on the command line would show in the process list). Exit code 2, with one line on
+stderr, when the settings are invalid or the model cannot be loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pydantic import ValidationError
+
+from livt.serving.artifact import ArtifactError
+from livt.serving.settings import ServeSettings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="livt-serve",
+        description="Serve a livt ONNX artifact (or TensorRT engine) over HTTP. Every flag can also be "
+        "set as an environment variable LIVT_<FLAG> (e.g. LIVT_MODEL, LIVT_MAX_BATCH, LIVT_API_KEY).",
+        argument_default=argparse.SUPPRESS,
+    )
+    add = parser.add_argument
+    add("--model", help="the artifact: model.onnx, or model.plan with model.plan.json")
+    add("--model-name", help="name under /v2/models/{name} (default: livt)")
+    add("--sha256", help="expected sha256 of the artifact (default: ARTIFACT.sha256 if present)")
+    add("--providers", help="comma-separated ONNX Runtime providers, in order")
+    add("--intra-op-threads", type=int, help="ONNX Runtime intra-op threads (default: its own)")
+    add("--host", help="address to bind (default: 127.0.0.1)")
+    add("--port", type=int, help="port (default: 8000)")
+    add("--max-batch", type=int, help="most images per model call (default: 32)")
+    add("--max-delay-ms", type=float, help="longest a batch waits for more requests (default: 5)")
+    add("--max-queue", type=int, help="requests waiting before 503 (default: 256)")
+    add("--timeout-s", type=float, help="inference deadline per request, else 504 (default: 30)")
+    add("--max-body-bytes", type=int, help="largest request body, else 413 (default: 32 MiB)")
+    add("--max-images", type=int, help="most images per request, else 413 (default: 32)")
+    add("--max-image-pixels", type=int, help="largest image in pixels, else 413 (default: 40M)")
+    add("--log-level", choices=["critical", "error", "warning", "info", "debug"], help="(default: info)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = ServeSettings(**vars(args))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = "--" + "-".join(str(p) for p in err["loc"]).replace("_", "-")
+        print(f"livt-serve: {where}: {err['msg']} (flag or LIVT_ environment variable)", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+
+    # Load before the server starts so a bad artifact is one line and exit code 2, not a traceback.
+    from livt.serving.app import create_app
+    from livt.serving.model import load_model
+
+    try:
+        model = load_model(settings)
+    except ArtifactError as exc:
+        print(f"livt-serve: cannot serve the model: {exc}", file=sys.stderr)
+        return 2
+
+    import uvicorn
+
+    print(
+        f"livt-serve: {settings.model} at http://{settings.host}:{settings.port}/ (API docs at /docs)",
+        flush=True,
+    )
+    uvicorn.run(
+        create_app(settings, model=model),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,  # keep the root logger's format for uvicorn's lines too
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Every failure is a JSON ``{"error": message}`` with the right status; this module maps them.
+
+Client faults are 4xx: bad input 400, unauthorised 401, unknown model 404, too large 413, not an
+accepted image 415. Service faults: a model that returns non-finite numbers or fails is 502 (the
+model behind the API answered badly; the request may be retried), a full queue 503 with
+``Retry-After``, a missed deadline 504. Anything unforeseen is a 500 JSON body, never a dead worker.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from livt.prior import PriorError
+from livt.serving.batching import BatcherClosedError, InferenceTimeoutError, QueueFullError
+from livt.serving.preprocess import ImageError
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 1
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error."""
+
+    error: str
+
+
+class ServingError(Exception):
+    """An error with its HTTP status (and optional headers) chosen where it is raised."""
+
+    def __init__(self, status_code: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.headers = headers
+
+
+def error_response(status_code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status_code, headers=headers)
+
+
+def responses(*codes: int) -> dict[int | str, dict]:
+    """OpenAPI ``responses=`` entries documenting the given error statuses."""
+    return {code: {"model": ErrorResponse} for code in codes}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the JSON error handlers on ``app``."""
+
+    @app.exception_handler(ServingError)
+    async def _serving(_: Request, exc: ServingError) -> JSONResponse:
+        return error_response(exc.status_code, exc.message, exc.headers)
+
+    @app.exception_handler(ImageError)
+    async def _image(_: Request, exc: ImageError) -> JSONResponse:
+        return error_response(exc.status_code, str(exc))
+
+    @app.exception_handler(PriorError)
+    async def _prior(_: Request, exc: PriorError) -> JSONResponse:
+        return error_response(400, f"invalid prior: {exc}")
+
+    @app.exception_handler(ValidationError)
+    async def _body(_: Request, exc: ValidationError) -> JSONResponse:
+        return error_response(400, f"invalid request: {_describe(exc.errors())}")
+
+    @app.exception_handler(RequestValidationError)
+    async def _params(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(400, f"invalid request: {_describe(exc.errors())}")
+
+    @app.exception_handler(QueueFullError)
+    async def _full(_: Request, exc: QueueFullError) -> JSONResponse:
+        return error_response(503, f"busy: {exc}", {"Retry-After": str(RETRY_AFTER_S)})
+
+    @app.exception_handler(BatcherClosedError)
+    async def _closed(_: Request, exc: BatcherClosedError) -> JSONResponse:
+        return error_response(503, str(exc), {"Retry-After": str(RETRY_AFTER_S)})
+
+    @app.exception_handler(InferenceTimeoutError)
+    async def _timeout(_: Request, exc: InferenceTimeoutError) -> JSONResponse:
+        return error_response(504, str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail), exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error")
+        return error_response(500, f"internal error ({type(exc).__name__})")
+
+
+def _describe(errors: list) -> str:
+    parts = []
+    for err in errors[:3]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+    return "; ".join(parts)

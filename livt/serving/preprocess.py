@@ -1,0 +1,187 @@
+"""Decode an uploaded image and apply the evaluation transform, with Pillow and numpy only.
+
+The steps reproduce the training side's eval transform (timm ``transforms_imagenet_eval`` with crop
+mode "center": torchvision ``Resize(resize)`` -> ``CenterCrop(img_size)`` -> ``ToTensor`` ->
+``Normalize``) operation for operation, so a served prediction equals an evaluated one:
+
+- Resize: torchvision's ``Resize(int)`` on a PIL image sets the shorter side to ``resize`` and the
+  longer to ``int(resize * long / short)`` (truncation), then calls ``PIL.Image.resize(size,
+  resample)`` with Pillow's defaults (``reducing_gap=None``). We call the same.
+- CenterCrop: offsets ``int(round((size - crop) / 2))`` (Python's round-half-even), and zero padding
+  split ``(d // 2, (d + 1) // 2)`` when the crop is larger than the image.
+- ToTensor divides uint8 by 255 in float32; Normalize subtracts the mean and divides by the std in
+  float32.
+
+Decoding accepts only the formats in ``ALLOWED_FORMATS``, applies the EXIF orientation, and turns
+every Pillow mode into "L" or "RGB": transparent pixels are composited onto a white background (how
+a transparent image looks on a page) rather than having their hidden colour exposed, and 16-bit
+greyscale is rescaled (65535 -> 255), not clipped.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
+ALPHA_BACKGROUND = (255, 255, 255)
+
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+_SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+
+
+class ImageError(ValueError):
+    """An upload that is not a usable image; ``status_code`` is the HTTP answer."""
+
+    status_code = 400
+
+
+class UnsupportedImageError(ImageError):
+    """Not an image in an accepted format, or a pixel mode we cannot convert."""
+
+    status_code = 415
+
+
+class ImageTooLargeError(ImageError):
+    """More pixels than the service accepts (a decompression bomb, or just too big)."""
+
+    status_code = 413
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """The artifact's ``preprocess`` block (see docs/architecture.md)."""
+
+    img_size: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    resize: int
+    crop_pct: float = 1.0
+    interpolation: str = "bicubic"
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise ValueError(f"preprocess.channels must be 1 or 3, got {self.channels}")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ValueError(
+                f"preprocess.mean/std need {self.channels} values, got {len(self.mean)}/{len(self.std)}"
+            )
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"preprocess.std must be positive, got {list(self.std)}")
+        if self.img_size < 1 or self.resize < 1:
+            raise ValueError(
+                f"preprocess.img_size/resize must be positive, got {self.img_size}/{self.resize}"
+            )
+        if self.interpolation not in _RESAMPLE:
+            raise ValueError(
+                f"preprocess.interpolation {self.interpolation!r} is not one of {sorted(_RESAMPLE)}"
+            )
+
+    @classmethod
+    def from_dict(cls, block: Mapping) -> PreprocessConfig:
+        """Build from the metadata block; a missing key raises ``KeyError`` naming it."""
+        return cls(
+            img_size=int(block["img_size"]),
+            channels=int(block["channels"]),
+            mean=tuple(float(v) for v in block["mean"]),
+            std=tuple(float(v) for v in block["std"]),
+            resize=int(block["resize"]),
+            crop_pct=float(block.get("crop_pct", 1.0)),
+            interpolation=str(block.get("interpolation", "bicubic")),
+        )
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one preprocessed image."""
+        return (self.channels, self.img_size, self.img_size)
+
+
+def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
+    """Decode ``data`` into a fully loaded, upright PIL image, or raise an ``ImageError``."""
+    if not data:
+        raise ImageError("empty file: no image data")
+    try:
+        img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except UnidentifiedImageError as exc:
+        raise UnsupportedImageError(
+            f"not an image in an accepted format ({', '.join(ALLOWED_FORMATS)})"
+        ) from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(str(exc)) from exc
+    # The header gives the size before any pixel is decoded: refuse bombs here, not after.
+    pixels = img.width * img.height
+    if pixels > max_pixels:
+        raise ImageTooLargeError(
+            f"image is {img.width}x{img.height} = {pixels} pixels, more than the limit of {max_pixels}"
+        )
+    try:
+        img.load()
+        return ImageOps.exif_transpose(img)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(str(exc)) from exc
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
+        raise ImageError(f"corrupt or truncated {img.format} image: {exc}") from exc
+
+
+def to_model_mode(img: Image.Image, channels: int) -> Image.Image:
+    """Convert any Pillow mode to "L" (``channels == 1``) or "RGB" (``channels == 3``)."""
+    if img.mode in _SIXTEEN_BIT_MODES:
+        wide = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray(np.rint(np.clip(wide, 0, 65535) * (255 / 65535)).astype(np.uint8))
+    elif img.mode == "F":
+        raise UnsupportedImageError("32-bit floating-point images are not supported")
+    if img.mode == "P" or img.mode in _ALPHA_MODES:
+        # A palette may carry transparency too; RGBA makes both cases one.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
+        img = Image.alpha_composite(background, rgba).convert("RGB")
+    target = "L" if channels == 1 else "RGB"
+    try:
+        return img if img.mode == target else img.convert(target)
+    except ValueError as exc:
+        raise UnsupportedImageError(f"cannot convert pixel mode {img.mode!r} to {target!r}") from exc
+
+
+def transform(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
+    """Resize, center-crop, scale and normalise an "L"/"RGB" image into float32 ``[C, H, W]``."""
+    width, height = img.size
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = cfg.resize, int(cfg.resize * long / short)
+    size = (new_short, new_long) if width <= height else (new_long, new_short)
+    img = img.resize(size, _RESAMPLE[cfg.interpolation])
+
+    crop = cfg.img_size
+    left, top = _crop_offset(img.width, crop), _crop_offset(img.height, crop)
+    # Pillow fills a box outside the image with zeros, which is torchvision's zero padding.
+    img = img.crop((left, top, left + crop, top + crop))
+
+    arr = np.asarray(img, dtype=np.float32) / np.float32(255)
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    mean = np.asarray(cfg.mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(cfg.std, dtype=np.float32)[:, None, None]
+    return np.ascontiguousarray((arr - mean) / std)
+
+
+def preprocess_bytes(data: bytes, cfg: PreprocessConfig, *, max_pixels: int) -> np.ndarray:
+    """Decode one uploaded file and return the model input ``[C, H, W]`` for it."""
+    return transform(to_model_mode(decode_image(data, max_pixels=max_pixels), cfg.channels), cfg)
+
+
+def _crop_offset(size: int, crop: int) -> int:
+    if crop > size:
+        return -((crop - size) // 2)
+    return round((size - crop) / 2.0)

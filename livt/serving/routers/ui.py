@@ -1,0 +1,17 @@
+"""``GET /``: a one-page demo (static HTML + JS, no build step) that calls ``/v1/predict``."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse
+
+STATIC_DIR = files("livt.serving") / "static"
+
+router = APIRouter(tags=["ui"])
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def index() -> HTMLResponse:
+    return HTMLResponse((STATIC_DIR / "index.html").read_text(encoding="utf-8"))

@@ -1,0 +1,53 @@
+"""Service settings: command-line flags and ``LIVT_*`` environment variables, one typed object."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ServeSettings(BaseSettings):
+    """Everything ``livt-serve`` can be told. Each field ``x`` is also read from ``LIVT_X``."""
+
+    model_config = SettingsConfigDict(env_prefix="LIVT_", protected_namespaces=(), extra="forbid")
+
+    model: Path = Field(description="the ONNX artifact (.onnx) or TensorRT engine (.plan + .plan.json)")
+    model_name: str = Field("livt", description="the name served under /v2/models/{name}")
+    sha256: str | None = Field(
+        None, description="expected sha256 of the artifact (else ARTIFACT.sha256 if present)"
+    )
+    providers: Annotated[list[str] | None, NoDecode] = Field(
+        None, description="ONNX Runtime providers in order (default: TensorRT, CUDA, CPU as available)"
+    )
+    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0 = its default)")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    log_level: str = "info"
+
+    max_batch: int = Field(32, ge=1, description="most images in one model call")
+    max_delay_ms: float = Field(5.0, ge=0, description="longest a batch waits for more requests")
+    max_queue: int = Field(256, ge=1, description="requests waiting for the model before 503")
+    timeout_s: float = Field(30.0, gt=0, description="deadline for a request's inference (else 504)")
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1, description="largest request body (else 413)")
+    max_images: int = Field(32, ge=1, description="most images in one request (else 413)")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="largest image, width * height (else 413)")
+    max_top_k: int = Field(100, ge=1, description="largest top_k a request may ask for")
+
+    api_key: SecretStr | None = Field(None, description="if set, required as Bearer token or X-API-Key")
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _split_providers(cls, value: object) -> object:
+        # Environment variables and the CLI give a comma-separated string.
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        return None if value == "" else value

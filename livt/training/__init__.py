@@ -1,0 +1,1 @@
+"""Training: configs, losses, metrics, optimisation, the engine, checkpoints and the CLI."""

@@ -1,0 +1,388 @@
+"""Typed stage configs and the rule that builds them from defaults, a recipe, a config file and flags.
+
+One dataclass per stage, validated on creation. Values are resolved in this order, later wins:
+dataclass defaults < recipe (``--recipe``) < config file (``--config``) < explicit command-line flags.
+
+A recipe is a YAML file with shared keys at the top level and one section per stage::
+
+    dataset: fashion-mnist-lt          # shared: fields of TrainConfig, valid for both stages
+    dataset_options: {imbalance_factor: 100}
+    pretrain: {model: vit_fmnist, epochs: 30, mask_ratio: 0.75}
+    finetune: {epochs: 15, loss: bal-bce, tau: 1.0}
+
+A run's ``config.yaml`` is the resolved stage config, flat, with a ``stage`` key; it is a valid
+``--config`` for the same stage and reproduces the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+
+RECIPE_DIR = Path(__file__).parent / "recipes"
+STAGES = ("pretrain", "finetune")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+
+
+class ConfigError(ValueError):
+    """A config value, recipe or config file that cannot be used."""
+
+
+def _opt(default: Any, help: str, **kwargs: Any) -> Any:
+    """A dataclass field whose help text also documents the matching command-line flag."""
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
+@dataclass
+class TrainConfig:
+    """Fields shared by both training stages (the only keys allowed at the top of a recipe)."""
+
+    stage: ClassVar[str] = ""
+
+    dataset: str = _opt("", "data set name from the livt.data registry (e.g. fashion-mnist-lt)")
+    data_root: str | None = _opt(None, "folder holding the data set files")
+    dataset_options: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "extra build_dataset options", "flag": False}
+    )
+    model: str = _opt("", "model preset (livt.models.vit_config name)")
+    img_size: int | None = _opt(None, "input size in pixels (default: the data set's native size)")
+    epochs: int = _opt(100, "training epochs")
+    batch_size: int = _opt(64, "images per device per micro-batch")
+    accum_steps: int = _opt(1, "micro-batches accumulated per optimizer step")
+    blr: float = _opt(1e-3, "base learning rate; lr = blr * effective batch / 256")
+    lr: float | None = _opt(None, "absolute learning rate (overrides --blr)")
+    min_lr: float = _opt(1e-6, "final learning rate of the cosine schedule")
+    warmup_epochs: float = _opt(5.0, "linear warm-up length in epochs (stepped per optimizer step)")
+    weight_decay: float = _opt(0.05, "AdamW weight decay (none on norms, biases, position/class/mask tokens)")
+    betas: tuple[float, float] = _opt((0.9, 0.999), "AdamW betas")
+    clip_grad: float | None = _opt(None, "clip the gradient norm to this value")
+    seed: int = _opt(0, "seed of model init, data order and augmentation")
+    workers: int | None = _opt(None, "DataLoader workers (default min(4, CPUs))")
+    device: str = _opt("auto", "auto | cpu | cuda | cuda:N")
+    precision: str = _opt("auto", "auto | fp32 | bf16 (auto: bf16 on CUDA, fp32 on CPU)")
+    compile: bool = _opt(False, "torch.compile the model")
+    out: str = _opt("", "run folder")
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        self.dataset_options = dict(self.dataset_options or {})
+        _require(bool(self.dataset), "dataset is required (--dataset NAME or a recipe)")
+        _require(bool(self.out), "out is required (--out RUN_DIR)")
+        _require(self.img_size is None or self.img_size > 0, f"img_size must be > 0, got {self.img_size}")
+        _require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        _require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _require(self.accum_steps >= 1, f"accum_steps must be >= 1, got {self.accum_steps}")
+        _require(self.blr > 0, f"blr must be > 0, got {self.blr}")
+        _require(self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}")
+        _require(self.min_lr >= 0, f"min_lr must be >= 0, got {self.min_lr}")
+        _require(
+            0 <= self.warmup_epochs <= self.epochs,
+            f"warmup_epochs must be in [0, epochs={self.epochs}], got {self.warmup_epochs}",
+        )
+        _require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        _require(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            f"betas must be two numbers in [0, 1), got {list(self.betas)}",
+        )
+        _require(self.clip_grad is None or self.clip_grad > 0, f"clip_grad must be > 0, got {self.clip_grad}")
+        _require(self.workers is None or self.workers >= 0, f"workers must be >= 0, got {self.workers}")
+        _require(
+            self.device in DEVICES or self.device.startswith("cuda:"),
+            f"device must be one of {', '.join(DEVICES)} or cuda:N, got {self.device!r}",
+        )
+        _require(
+            self.precision in PRECISIONS,
+            f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (YAML/JSON-ready) with the stage name first."""
+        data = dataclasses.asdict(self)
+        data["betas"] = list(self.betas)
+        return {"stage": self.stage, **data}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from plain data (as ``to_dict`` writes it), coercing YAML strings such as ``1e-3``."""
+        data = dict(data)
+        stage = data.pop("stage", cls.stage)
+        if stage != cls.stage:
+            raise ConfigError(f"config is for stage {stage!r}, not {cls.stage!r}")
+        _check_keys(cls, data, f"{cls.stage} config")
+        hints = typing.get_type_hints(cls)
+        return cls(**{k: _coerce(k, v, hints[k]) for k, v in data.items()})
+
+    def differences(self, other: TrainConfig, ignore: tuple[str, ...] = ()) -> list[str]:
+        """``field: mine -> theirs`` for every field that differs, except those in ``ignore``."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [
+            f"{k}: {mine[k]!r} -> {theirs.get(k)!r}"
+            for k in mine
+            if k not in ignore and mine[k] != theirs.get(k)
+        ]
+
+
+@dataclass
+class PretrainConfig(TrainConfig):
+    """Masked generative pretraining (MGP): an MAE on the long-tailed training images, no labels."""
+
+    stage: ClassVar[str] = "pretrain"
+
+    epochs: int = _opt(800, "training epochs")
+    blr: float = _opt(1.5e-4, "base learning rate; lr = blr * effective batch / 256")
+    min_lr: float = _opt(0.0, "final learning rate of the cosine schedule")
+    warmup_epochs: float = _opt(40.0, "linear warm-up length in epochs (stepped per optimizer step)")
+    betas: tuple[float, float] = _opt((0.9, 0.95), "AdamW betas")
+    mask_ratio: float = _opt(0.75, "fraction of patches hidden from the encoder")
+    norm_pix_loss: bool = _opt(True, "regress per-patch normalised pixels")
+    decoder_embed_dim: int = _opt(512, "MAE decoder width")
+    decoder_depth: int = _opt(8, "MAE decoder blocks")
+    decoder_num_heads: int = _opt(16, "MAE decoder attention heads")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(bool(self.model), "model is required (--model NAME or a recipe)")
+        _require(0 < self.mask_ratio < 1, f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        for name in ("decoder_embed_dim", "decoder_depth", "decoder_num_heads"):
+            _require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        _require(
+            self.decoder_embed_dim % self.decoder_num_heads == 0,
+            f"decoder_embed_dim ({self.decoder_embed_dim}) must be divisible by "
+            f"decoder_num_heads ({self.decoder_num_heads})",
+        )
+
+
+@dataclass
+class FinetuneConfig(TrainConfig):
+    """Balanced fine-tuning (BFT): the MGP encoder plus a linear head, trained with a balanced loss."""
+
+    stage: ClassVar[str] = "finetune"
+
+    init: str | None = _opt(None, "pretrain run folder whose encoder initialises the model")
+    from_scratch: bool = _opt(False, "start from random weights instead of --init")
+    loss: str = _opt("bal-bce", "loss name (livt.training.losses registry)")
+    tau: float = _opt(1.0, "strength of the prior bias in balanced losses")
+    loss_options: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "extra build_loss options", "flag": False}
+    )
+    layer_decay: float | None = _opt(0.75, "layer-wise lr decay (1 = off)")
+    drop_path: float = _opt(0.1, "stochastic depth rate")
+    aa: str | None = _opt("rand-m9-mstd0.5-inc1", "RandAugment policy (timm string); 'none' = off")
+    reprob: float = _opt(0.25, "random erasing probability")
+    mixup: float = _opt(0.8, "mixup alpha (0 = off)")
+    cutmix: float = _opt(1.0, "cutmix alpha (0 = off)")
+    smoothing: float = _opt(0.1, "label smoothing")
+    crop_pct: float = _opt(1.0, "eval center-crop fraction (resize to img_size / crop_pct first)")
+    interpolation: str = _opt("bicubic", "resize interpolation")
+    many: int = _opt(100, "classes with more training images than this are many-shot")
+    few: int = _opt(20, "classes with fewer training images than this are few-shot")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.loss_options = dict(self.loss_options or {})
+        if isinstance(self.aa, str) and self.aa.lower() in ("", "none"):
+            self.aa = None
+        _require(
+            (self.init is not None) != self.from_scratch,
+            "give exactly one of --init PRETRAIN_RUN_DIR and --from-scratch",
+        )
+        _require(bool(self.model) or self.init is not None, "model is required with --from-scratch")
+        _require(self.tau >= 0, f"tau must be >= 0, got {self.tau}")
+        _require(
+            self.layer_decay is None or 0 < self.layer_decay <= 1,
+            f"layer_decay must be in (0, 1], got {self.layer_decay}",
+        )
+        _require(0 <= self.drop_path < 1, f"drop_path must be in [0, 1), got {self.drop_path}")
+        _require(0 <= self.reprob <= 1, f"reprob must be in [0, 1], got {self.reprob}")
+        _require(self.mixup >= 0 and self.cutmix >= 0, "mixup and cutmix alphas must be >= 0")
+        _require(0 <= self.smoothing < 1, f"smoothing must be in [0, 1), got {self.smoothing}")
+        _require(0 < self.crop_pct <= 1, f"crop_pct must be in (0, 1], got {self.crop_pct}")
+        _require(
+            self.interpolation in INTERPOLATIONS,
+            f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}",
+        )
+        _require(0 <= self.few <= self.many, f"need 0 <= few ({self.few}) <= many ({self.many})")
+
+
+@dataclass
+class EvaluateConfig:
+    """Evaluate a finished run's ``best`` checkpoint on one split."""
+
+    # --run-dir: torchrun's parser would take "--run" for an abbreviation of its own --run-path.
+    run: str = _opt("", "run folder to evaluate", aliases=("--run-dir",))
+    dataset: str | None = _opt(None, "data set name (default: the run's)")
+    data_root: str | None = _opt(None, "folder holding the data set files (default: the run's)")
+    split: str = _opt("test", "train | val | test")
+    out: str | None = _opt(None, "output folder (default: RUN_DIR/eval-SPLIT)")
+    batch_size: int = _opt(256, "images per batch")
+    workers: int | None = _opt(None, "DataLoader workers (default min(4, CPUs))")
+    device: str = _opt("auto", "auto | cpu | cuda | cuda:N")
+    precision: str = _opt("auto", "auto | fp32 | bf16")
+
+    def __post_init__(self) -> None:
+        _require(bool(self.run), "run is required (--run RUN_DIR)")
+        _require(
+            self.split in ("train", "val", "test"), f"split must be train, val or test, got {self.split!r}"
+        )
+        _require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _require(self.workers is None or self.workers >= 0, f"workers must be >= 0, got {self.workers}")
+        _require(
+            self.device in DEVICES or self.device.startswith("cuda:"),
+            f"device must be one of {', '.join(DEVICES)} or cuda:N, got {self.device!r}",
+        )
+        _require(
+            self.precision in PRECISIONS,
+            f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
+        )
+
+
+STAGE_CONFIGS: dict[str, type[TrainConfig]] = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}
+
+
+def recipe_path(name: str) -> Path:
+    """A recipe file: ``livt/training/recipes/NAME.yaml`` or a path to a YAML file."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"recipe file {path} does not exist")
+        return path
+    path = RECIPE_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown recipe {name!r}; available: {', '.join(list_recipes())}")
+    return path
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def read_stage_values(path: Path | str, stage: str) -> dict[str, Any]:
+    """The values a recipe or a run's ``config.yaml`` gives for ``stage`` (flat, not yet validated).
+
+    A recipe contributes its shared keys plus its ``stage`` section; a run config must be of ``stage``.
+    """
+    path = Path(path)
+    cls = STAGE_CONFIGS[stage]
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys to values")
+    if "stage" in data:
+        if data["stage"] != stage:
+            raise ConfigError(f"{path} is a {data['stage']!r} config, not {stage!r}")
+        values = {k: v for k, v in data.items() if k != "stage"}
+        _check_keys(cls, values, str(path))
+        return values
+    sections = {s: data.pop(s, None) or {} for s in STAGES}
+    _check_keys(TrainConfig, data, f"{path} (shared keys)")
+    _check_keys(cls, sections[stage], f"{path} ({stage} section)")
+    return merge_values(data, sections[stage])
+
+
+def merge_values(*layers: dict[str, Any]) -> dict[str, Any]:
+    """Merge value layers, later wins; option dicts are merged key by key instead of replaced."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = {**out[key], **value}
+            else:
+                out[key] = value
+    return out
+
+
+def build_config(
+    stage: str,
+    *,
+    recipe: str | None = None,
+    config: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """Resolve a stage config: defaults < recipe < config file < overrides (explicit flags)."""
+    if stage not in STAGE_CONFIGS:
+        raise ConfigError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+    layers = []
+    if recipe is not None:
+        layers.append(read_stage_values(recipe_path(recipe), stage))
+    if config is not None:
+        layers.append(read_stage_values(config, stage))
+    layers.append(overrides or {})
+    return STAGE_CONFIGS[stage].from_dict(merge_values(*layers))
+
+
+def load_run_config(run_dir: Path | str) -> TrainConfig:
+    """The config saved in a run folder's ``config.yaml``."""
+    path = Path(run_dir) / "config.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path} does not exist") from exc
+    stage = data.get("stage")
+    if stage not in STAGE_CONFIGS:
+        raise ConfigError(f"{path} has no valid 'stage' key (got {stage!r})")
+    return STAGE_CONFIGS[stage].from_dict(data)
+
+
+def config_to_yaml(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _check_keys(cls: type, data: dict[str, Any], where: str) -> None:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) in {where}: {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Convert a plain value to the field's type; YAML reads ``1e-3`` as a string, for one."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        args = typing.get_args(hint)
+    origin = typing.get_origin(hint) or hint
+    try:
+        if origin is bool:
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if origin in (int, float):
+            if isinstance(value, bool) or (
+                origin is int and isinstance(value, float) and not value.is_integer()
+            ):
+                raise TypeError
+            return origin(value)
+        if origin is str:
+            if not isinstance(value, str):
+                raise TypeError
+            return value
+        if origin is tuple:
+            return tuple(_coerce(name, v, args[0]) for v in value)
+        if origin is dict:
+            if not isinstance(value, dict):
+                raise TypeError
+            return dict(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name}: expected {getattr(hint, '__name__', hint)}, got {value!r}") from exc
+    return value

@@ -1,0 +1,204 @@
+"""The main job end to end on Fashion-MNIST-LT, as a user would run it (``make demo``).
+
+MGP -> BFT with Bal-BCE (evaluated on the test set) -> ONNX export (fp32 and INT8, training prior,
+calibrated) -> ``livt-serve`` on loopback -> a handful of real test images sent over HTTP -> a table.
+Every stage is the project's own command line; a stage that finished before is reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from livt.data import build_dataset
+
+BIN = Path(sys.executable).parent
+RECIPE = "fashion-mnist-lt"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, default=Path("runs"), help="where the runs go (default: runs)")
+    parser.add_argument("--samples", type=int, default=2, help="test images per class sent to the server")
+    args = parser.parse_args()
+    root = args.runs / "fmnist"
+    pretrain, finetune, export = root / "pretrain", root / "finetune", root / "export"
+    model = export / "model.onnx"
+    started = time.monotonic()
+
+    stage("1/5 masked generative pretraining (MGP)")
+    if not _finished(pretrain):
+        train("pretrain", "--out", pretrain, *_resume_flag(pretrain))
+    stage("2/5 balanced fine-tuning (Bal-BCE), then the test set once")
+    if not (finetune / "metrics.json").is_file():
+        train("finetune", "--init", pretrain, "--out", finetune, *_resume_flag(finetune))
+    metrics = json.loads((finetune / "metrics.json").read_text())
+
+    stage("3/5 export: ONNX fp32 + INT8, training prior, temperature fitted on the val split")
+    if not (model.is_file() and (export / "export_report.json").is_file()):
+        shutil.rmtree(export, ignore_errors=True)
+        run(
+            BIN / "livt-export",
+            "--run",
+            finetune,
+            "--prior",
+            "train",
+            "--calibrate",
+            "--int8",
+            "--out",
+            model,
+        )
+
+    stage("4/5 serving: livt-serve on 127.0.0.1, real test images over HTTP")
+    samples = write_samples(root / "samples", args.samples)
+    rows = serve_and_predict(model, samples)
+
+    stage("5/5 summary")
+    print(f"{'file':<28} {'true label':<14} {'predicted':<14} {'probability':>11}")
+    for path, true, pred, prob in rows:
+        print(f"{path.name:<28} {true:<14} {pred:<14} {prob:>11.3f}")
+    correct = sum(t == p for _, t, p, _ in rows)
+    print(f"\n{correct}/{len(rows)} served predictions correct")
+    print(
+        f"test: balanced accuracy {metrics['balanced_acc']:.4f}, top-1 {metrics['top1']:.4f}, "
+        f"many/medium/few {_fmt(metrics.get('many'))}/{_fmt(metrics.get('medium'))}/{_fmt(metrics.get('few'))}, "
+        f"ECE {metrics['ece']:.4f}"
+    )
+    print("\nartifacts:")
+    for label, path in (
+        ("MGP run", pretrain),
+        ("BFT run (metrics.json, plots/)", finetune),
+        ("ONNX fp32", model),
+        ("ONNX INT8", export / "model.int8.onnx"),
+        ("export report", export / "export_report.json"),
+        ("sample images", root / "samples"),
+    ):
+        print(f"  {label:<32} {path}")
+    print(f"\nnext: {BIN / 'livt-serve'} --model {model}   (then open http://127.0.0.1:8000/)")
+    print(f"done in {(time.monotonic() - started) / 60:.1f} min")
+    return 0
+
+
+def stage(title: str) -> None:
+    print(f"\n=== {title}", flush=True)
+
+
+def run(*cmd: object) -> None:
+    printable = " ".join(str(c) for c in cmd)
+    print(f"$ {printable}", flush=True)
+    subprocess.run([str(c) for c in cmd], check=True)
+
+
+def train(command: str, *flags: object) -> None:
+    run(BIN / "livt-train", command, "--recipe", RECIPE, *flags)
+
+
+def _resume_flag(run_dir: Path) -> list[str]:
+    return ["--resume"] if (run_dir / "config.yaml").is_file() else []
+
+
+def _finished(run_dir: Path) -> bool:
+    """An MGP run whose last checkpoint is its final epoch."""
+    meta, config = run_dir / "checkpoints" / "last" / "meta.json", run_dir / "config.yaml"
+    if not (meta.is_file() and config.is_file()):
+        return False
+    import yaml
+
+    epochs = yaml.safe_load(config.read_text())["epochs"]
+    return json.loads(meta.read_text())["epoch"] + 1 >= epochs
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def write_samples(folder: Path, per_class: int) -> list[tuple[Path, str]]:
+    """Real Fashion-MNIST test images as PNG files, ``per_class`` of each class."""
+    test = build_dataset("fashion-mnist-lt", split="test")
+    folder.mkdir(parents=True, exist_ok=True)
+    taken: dict[int, int] = {}
+    samples = []
+    for index, target in enumerate(test.targets):
+        if taken.get(target, 0) >= per_class:
+            continue
+        taken[target] = taken.get(target, 0) + 1
+        image, _ = test[index]
+        label = test.classes[target]
+        path = folder / f"test{index:05d}_{label.replace('/', '-').replace(' ', '-')}.png"
+        image.save(path)
+        samples.append((path, label))
+        if len(samples) == per_class * len(test.classes):
+            break
+    return samples
+
+
+def serve_and_predict(model: Path, samples: list[tuple[Path, str]]) -> list[tuple[Path, str, str, float]]:
+    port = _free_port()
+    cmd = [str(BIN / "livt-serve"), "--model", str(model), "--port", str(port), "--log-level", "warning"]
+    print(f"$ {' '.join(cmd)}", flush=True)
+    # The demo talks to its own loopback server: no API key.
+    env = {k: v for k, v in os.environ.items() if k != "LIVT_API_KEY"}
+    server = subprocess.Popen(cmd, env=env)
+    try:
+        _wait_ready(port, server)
+        rows = []
+        for path, true in samples:
+            answer = _post_image(port, path)
+            best = answer["predictions"][0]["top_k"][0]
+            rows.append((path, true, best["label"], best["probability"]))
+        return rows
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_ready(port: int, server: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"livt-serve exited with status {server.returncode} during start-up")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2):
+                return
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.3)
+    raise SystemExit(f"livt-serve was not ready after {timeout_s:.0f} s")
+
+
+def _post_image(port: int, path: Path) -> dict:
+    boundary = "livt-demo-boundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="top_k"\r\n\r\n3\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{path.name}"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + path.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/predict",
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

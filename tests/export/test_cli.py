@@ -1,0 +1,253 @@
+"""End-to-end ``livt-export`` runs on the tiny fine-tuned run: parity, metadata, errors."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from livt.data import build_dataset, build_eval_transform
+from livt.export.cli import main
+from livt.export.metadata import read_onnx_metadata
+from livt.export.onnx import make_session, run_onnx
+from livt.models import ViTConfig, create_classifier
+from livt.prior import prior_offset
+from livt.training.checkpoint import load_checkpoint_meta, load_model_weights, save_checkpoint
+
+CONTRACT_KEYS = {
+    "format_version", "livt_version", "model_name", "model", "classes", "class_counts", "loss", "tau",
+    "input", "outputs", "preprocess", "prior", "temperature", "quantization", "metrics", "source_sha256",
+    "versions",
+}  # fmt: skip
+FILE_PRIOR = [1, 1, 2, 2, 4, 4, 8, 8, 16, 16]
+
+
+@pytest.fixture(scope="module")
+def reference(run_dir):
+    """The run's raw model and val images, rebuilt from the run folder without livt.export."""
+    ckpt = run_dir / "checkpoints" / "best"
+    meta = load_checkpoint_meta(ckpt)
+    model = create_classifier(ViTConfig.from_dict(meta["model"]))
+    model.load_state_dict(load_model_weights(ckpt))
+    val = build_dataset(meta["dataset"]["name"], "val", **meta["dataset"]["options"])
+    val.transform = build_eval_transform(val.info, meta["preprocess"]["img_size"])
+    x = torch.stack([val[i][0] for i in range(len(val))])
+    with torch.no_grad():
+        z = model.eval()(x).numpy()
+    return meta, x.numpy(), z
+
+
+@pytest.fixture(scope="module")
+def exports(run_dir, tmp_path_factory):
+    """One export per prior mode (each calibrated) plus an uncalibrated balanced one."""
+    root = tmp_path_factory.mktemp("exports")
+    prior_file = root / "prior.json"
+    prior_file.write_text(json.dumps(FILE_PRIOR))
+    cases = {
+        "balanced": ["--prior", "balanced"],
+        "balanced-calibrated": ["--prior", "balanced", "--calibrate"],
+        "train-calibrated": ["--prior", "train", "--calibrate"],
+        "file-calibrated": ["--prior", str(prior_file), "--calibrate"],
+    }
+    out = {}
+    for name, extra in cases.items():
+        path = root / name / "model.onnx"
+        assert main(["--run", str(run_dir), "--out", str(path), *extra]) == 0
+        out[name] = path
+    return out
+
+
+def _expected_pi(case, meta):
+    if case.startswith("balanced"):
+        return None
+    counts = np.asarray(meta["class_counts"] if case.startswith("train") else FILE_PRIOR, dtype=float)
+    return counts / counts.sum()
+
+
+@pytest.mark.parametrize("case", ["balanced", "balanced-calibrated", "train-calibrated", "file-calibrated"])
+def test_onnx_equals_offset_logits_over_temperature(exports, reference, case):
+    meta, x, z = reference
+    info = read_onnx_metadata(exports[case])
+    temperature = info["temperature"]
+    assert (temperature == 1.0) == (case == "balanced")
+    assert info["calibration"] is None if case == "balanced" else info["calibration"]["split"] == "val"
+    pi = _expected_pi(case, meta)
+    offset = prior_offset(pi, meta["loss"], meta["tau"], len(meta["classes"]))
+    expected = (z + offset) / temperature
+    logits, probs = run_onnx(make_session(exports[case], threads=1), x)
+    np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(probs, torch.from_numpy(expected).softmax(-1).numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(info["prior"]["offset"], offset, rtol=1e-6)
+    assert info["prior"]["pi"] is None if pi is None else np.allclose(info["prior"]["pi"], pi)
+
+
+def test_metadata_round_trips_every_contract_key(exports, reference, run_dir):
+    meta, _, _ = reference
+    info = json.loads(
+        {p.key: p.value for p in onnx.load(str(exports["file-calibrated"])).metadata_props}["livt"]
+    )
+    assert set(info) >= CONTRACT_KEYS
+    assert info["model"] == meta["model"] and info["model_name"] == "vit_micro"
+    assert info["classes"] == meta["classes"] and info["class_counts"] == meta["class_counts"]
+    assert info["preprocess"] == meta["preprocess"]
+    assert info["input"] == {"name": "input", "shape": [None, 3, 32, 32], "dtype": "float32"}
+    assert info["outputs"] == ["logits", "probabilities"]
+    assert info["prior"]["mode"] == "file" and info["prior"]["source"].endswith("prior.json")
+    assert info["quantization"] is None
+    run_metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert info["metrics"]["balanced_acc"] == run_metrics["balanced_acc"]
+    assert "per_class" not in info["metrics"] and "confusion" not in info["metrics"]
+    import hashlib
+
+    weights = run_dir / "checkpoints" / "best" / "model.safetensors"
+    assert info["source_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert set(info["versions"]) == {"torch", "onnx", "onnxruntime", "timm"}
+    cal = info["calibration"]
+    assert cal["size"] == 100 and cal["weighted_by_prior"] is True
+
+
+def test_report_beside_the_artifact(exports):
+    report = json.loads((exports["train-calibrated"].parent / "export_report.json").read_text())
+    assert report["parity"]["onnx-fp32"]["max_abs_diff_logits"] < 1e-4
+    assert report["parity"]["onnx-fp32"]["top1_agreement"] == 1.0
+    evaluation = report["evaluation"]
+    assert evaluation["split"] == "test" and evaluation["samples"] == 200
+    assert set(evaluation["variants"]["onnx-fp32"]) >= {"balanced_acc", "many", "medium", "few"}
+    cal = report["calibration"]
+    assert set(cal) >= {"val", "test", "temperature", "size"}
+    # T is fitted to minimise (weighted) NLL on val: unweighted val NLL for the balanced prior can only drop.
+    balanced = json.loads((exports["balanced-calibrated"].parent / "export_report.json").read_text())
+    assert balanced["calibration"]["val"]["nll_after"] <= balanced["calibration"]["val"]["nll_before"] + 1e-9
+
+
+def test_dynamic_batch_runs_batch_1_and_7(exports, reference):
+    _, x, _ = reference
+    session = make_session(exports["balanced"], threads=1)
+    for batch in (1, 7):
+        logits, probs = run_onnx(session, x[:batch])
+        assert logits.shape == probs.shape == (batch, 10)
+
+
+def test_success_prints_what_it_wrote_and_next_commands(run_dir, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert main(["--run", str(run_dir), "--out", str(out), "--eval-split", "none"]) == 0
+    stdout = capsys.readouterr().out
+    assert str(out) in stdout and "livt-serve --model" in stdout and "livt-export benchmark" in stdout
+
+
+def _assert_fails(args, capsys, code, message, out_dir):
+    assert main(args) == code
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert not out_dir.exists() or not any(out_dir.iterdir()), list(out_dir.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("content", "suffix", "message"),
+    [
+        ("[1, 2, 3]", ".json", "expected 10 values"),
+        ("[1, -1, 1, 1, 1, 1, 1, 1, 1, 1]", ".json", "non-negative"),
+        ("[0, 0, 0, 0, 0, 0, 0, 0, 0, 0]", ".json", "must not all be zero"),
+        ("{not json", ".json", "not valid JSON"),
+        ("0.1\n" * 5 + "abc\n" + "0.1\n" * 4, ".csv", "one number per line"),
+    ],
+)
+def test_bad_prior_files_fail_with_exit_2_and_no_artifact(
+    run_dir, tmp_path, capsys, content, suffix, message
+):
+    prior = tmp_path / f"prior{suffix}"
+    prior.write_text(content)
+    out_dir = tmp_path / "out"
+    _assert_fails(
+        ["--run", str(run_dir), "--out", str(out_dir / "m.onnx"), "--prior", str(prior)],
+        capsys,
+        2,
+        message,
+        out_dir,
+    )
+
+
+def test_unreadable_prior_path_fails(run_dir, tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    args = [
+        "--run",
+        str(run_dir),
+        "--out",
+        str(out_dir / "m.onnx"),
+        "--prior",
+        str(tmp_path / "missing.json"),
+    ]
+    _assert_fails(args, capsys, 2, "existing JSON/CSV file", out_dir)
+
+
+def test_missing_run_folder_fails(tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    _assert_fails(
+        ["--run", str(tmp_path / "nope"), "--out", str(out_dir / "m.onnx")],
+        capsys,
+        2,
+        "does not exist",
+        out_dir,
+    )
+
+
+def test_pretrain_run_is_refused(run_dir, tmp_path, capsys):
+    ckpt = run_dir / "checkpoints" / "best"
+    meta = {**load_checkpoint_meta(ckpt), "stage": "pretrain"}
+    model = create_classifier(ViTConfig.from_dict(meta["model"]))
+    save_checkpoint(tmp_path / "pre" / "checkpoints" / "last", model, meta)
+    out_dir = tmp_path / "out"
+    args = ["--run", str(tmp_path / "pre"), "--out", str(out_dir / "m.onnx")]
+    _assert_fails(args, capsys, 2, "'pretrain' checkpoint", out_dir)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--fp16"], "--fp16 needs a TensorRT engine"),
+        (["--max-batch", "64"], "shape a TensorRT engine"),
+        (["--int8-mode", "static"], "--int8-mode needs --int8"),
+        (["--opset", "16"], "opset >= 17"),
+        (["--format", "tensorrt", "--optimize"], "TensorRT optimises the graph itself"),
+        (["--format", "tensorrt", "--int8", "--int8-mode", "dynamic"], "explicit Q/DQ"),
+    ],
+)
+def test_unsupported_combinations_fail_with_exit_2(run_dir, tmp_path, capsys, extra, message):
+    out_dir = tmp_path / "out"
+    suffix = ".plan" if "tensorrt" in extra else ".onnx"
+    _assert_fails(
+        ["--run", str(run_dir), "--out", str(out_dir / f"m{suffix}"), *extra], capsys, 2, message, out_dir
+    )
+
+
+def test_verification_failure_exits_1_and_leaves_nothing(run_dir, exports, tmp_path, capsys):
+    report = json.loads((exports["balanced"].parent / "export_report.json").read_text())
+    diff = report["parity"]["onnx-fp32"]["max_abs_diff_logits"]
+    # ONNX Runtime's kernels are not bitwise PyTorch's: a tolerance below the measured gap must fail.
+    assert diff > 0
+    out_dir = tmp_path / "out"
+    args = [
+        "--run",
+        str(run_dir),
+        "--out",
+        str(out_dir / "m.onnx"),
+        "--atol",
+        str(diff / 10),
+        "--eval-split",
+        "none",
+    ]
+    assert main(args) == 1
+    assert "nothing was written" in capsys.readouterr().err
+    assert list(out_dir.iterdir()) == []  # the temporary folder is gone too
+
+
+def test_tensorrt_without_gpu_says_so_in_one_line(run_dir, tmp_path, capsys):
+    pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the TensorRT tests cover this path")
+    out_dir = tmp_path / "out"
+    assert main(["--run", str(run_dir), "--out", str(out_dir / "m.plan"), "--format", "tensorrt"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot build a TensorRT engine" in err and len(err.splitlines()) == 1
+    assert not out_dir.exists()

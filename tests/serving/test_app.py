@@ -1,0 +1,184 @@
+"""The whole app on a live server: limits, errors, API key, concurrency, docs, and no torch."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from livt.serving.artifact import file_sha256, parse_metadata
+from livt.serving.backends import open_backend
+from livt.serving.model import ServedModel
+
+from .conftest import image_bytes, metric_value
+
+PNG = image_bytes((24, 24), "PNG")
+
+
+def _post(url: str, files: list[bytes] | None = None, **kwargs) -> httpx.Response:
+    uploads = [("files", (f"f{i}.png", data)) for i, data in enumerate(files or [PNG])]
+    return httpx.post(f"{url}/v1/predict", files=uploads, timeout=30, **kwargs)
+
+
+class SlowBackend:
+    """The real ONNX Runtime backend, made slow: the only way to make a tiny model miss a deadline."""
+
+    def __init__(self, artifact: Path, delay_s: float):
+        self.inner = open_backend(artifact)
+        self.platform, self.metadata_json, self.input_shape = (
+            "slow",
+            self.inner.metadata_json,
+            self.inner.input_shape,
+        )
+        self.delay_s = delay_s
+
+    def run(self, batch: np.ndarray):
+        time.sleep(self.delay_s)
+        return self.inner.run(batch)
+
+
+def _slow_model(artifact: Path, delay_s: float) -> ServedModel:
+    backend = SlowBackend(artifact, delay_s)
+    return ServedModel(backend, parse_metadata(backend.metadata_json, artifact, file_sha256(artifact)))
+
+
+def test_200_concurrent_requests_succeed_in_batches(server: str):
+    async def run() -> list[int]:
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+            files = [("files", ("a.png", PNG))]
+            responses = await asyncio.gather(
+                *(client.post(f"{server}/v1/predict", files=files) for _ in range(200))
+            )
+        return [r.status_code for r in responses]
+
+    assert asyncio.run(run()) == [200] * 200
+    batches = metric_value(server, "livt_batch_size_count")
+    images = metric_value(server, "livt_batch_size_sum")
+    assert images > batches, "no batch held more than one image"
+    assert metric_value(server, "livt_http_requests_total", route="/v1/predict", status="200") >= 200
+    assert metric_value(server, "livt_http_request_duration_seconds_count", route="/v1/predict") >= 200
+    assert metric_value(server, "livt_queue_seconds_count") >= 200
+    assert metric_value(server, "livt_inference_seconds_count") == batches
+
+
+def test_pixel_cap_is_413(serve):
+    with serve(max_image_pixels=500) as url:
+        res = _post(url)
+        assert res.status_code == 413 and "576 pixels" in res.json()["error"]
+
+
+def test_deadline_is_504_and_full_queue_is_503(serve, artifact: Path):
+    with serve(loaded=_slow_model(artifact, 0.4), timeout_s=0.1) as url:
+        res = _post(url)
+        assert res.status_code == 504 and "within" in res.json()["error"]
+    with serve(loaded=_slow_model(artifact, 0.3), max_queue=1, max_batch=1) as url:
+
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=30) as client:
+                files = [("files", ("a.png", PNG))]
+                return await asyncio.gather(
+                    *(client.post(f"{url}/v1/predict", files=files) for _ in range(6))
+                )
+
+        responses = asyncio.run(burst())
+        busy = [r for r in responses if r.status_code == 503]
+        assert busy and busy[0].headers["retry-after"] == "1"
+        assert "busy" in busy[0].json()["error"]
+        assert all(r.status_code in (200, 503) for r in responses)
+        assert _post(url).status_code == 200
+
+
+def test_non_finite_model_output_is_502_and_server_stays_up(serve, nan_artifact: Path):
+    with serve(model=nan_artifact) as url:
+        res = _post(url)
+        assert res.status_code == 502 and "non-finite" in res.json()["error"]
+        body = {
+            "inputs": [{"name": "input", "shape": [1, 3, 16, 16], "datatype": "FP32", "data": [0.0] * 768}]
+        }
+        res = httpx.post(f"{url}/v2/models/livt/infer", json=body)
+        assert res.status_code == 502 and res.json()["error"]
+        assert httpx.get(f"{url}/v2/health/live").status_code == 200
+
+
+def test_api_key(serve):
+    with serve(api_key="s3cret") as url:
+        assert _post(url).status_code == 401
+        assert _post(url, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert _post(url, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert _post(url, headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert httpx.get(f"{url}/v1/model").status_code == 401
+        assert httpx.get(f"{url}/metrics").status_code == 401
+        assert httpx.get(f"{url}/v2/models/livt").status_code == 401
+        for open_path in ("/", "/v2/health/live", "/v2/health/ready", "/v2", "/static/app.js"):
+            assert httpx.get(f"{url}{open_path}").status_code == 200, open_path
+
+        import tritonclient.http as tritonhttp
+
+        client = tritonhttp.InferenceServerClient(url=url.removeprefix("http://"))
+        try:
+            assert client.is_model_ready("livt", headers={"X-API-Key": "s3cret"})
+            assert not client.is_model_ready("livt")
+        finally:
+            client.close()
+
+
+def test_openapi_documents_the_api(server: str):
+    spec = httpx.get(f"{server}/openapi.json").json()
+    predict = spec["paths"]["/v1/predict"]["post"]
+    assert set(predict["requestBody"]["content"]) == {"multipart/form-data", "application/json"}
+    assert {"200", "400", "413", "415", "502", "503", "504"} <= set(predict["responses"])
+    assert "/v2/models/{name}/infer" in spec["paths"]
+    assert httpx.get(f"{server}/docs").status_code == 200
+
+
+def test_index_page_and_script(server: str):
+    page = httpx.get(f"{server}/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "/static/app.js" in page.text and 'id="prior"' in page.text
+    assert "/v1/predict" in httpx.get(f"{server}/static/app.js").text
+
+
+def test_serving_works_with_torch_unimportable(artifact: Path):
+    script = textwrap.dedent(
+        f"""
+        import sys
+
+        class NoTorch:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith(("torch.", "torchvision", "timm")):
+                    raise ImportError(f"{{name}} is blocked in this test")
+                return None
+
+        sys.meta_path.insert(0, NoTorch())
+        import httpx
+        from fastapi.testclient import TestClient
+        from livt.serving import ServeSettings, create_app
+
+        app = create_app(ServeSettings(model={str(artifact)!r}))
+        with TestClient(app) as client:
+            res = client.post("/v1/predict", files=[("files", ("a.png", {PNG!r}))])
+            assert res.status_code == 200, res.text
+        assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules), "torch was imported"
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_binds_to_loopback_by_default(server: str):
+    from livt.serving import ServeSettings
+
+    assert ServeSettings(model=Path("m.onnx")).host == "127.0.0.1"
+    port = int(server.rsplit(":", 1)[1])
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) == 0

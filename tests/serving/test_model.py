@@ -1,0 +1,76 @@
+"""The request-time prior: recover the raw logits, apply another prior, and top-k."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from livt.prior import PriorError, prior_offset, resolve_prior
+from livt.serving.artifact import ArtifactError
+from livt.serving.model import ServedModel, load_model, softmax, top_k
+from livt.serving.settings import ServeSettings
+
+from .conftest import CLASS_COUNTS, LOSS, TAU, TEMPERATURE
+
+
+@pytest.fixture(scope="module")
+def model(artifact: Path) -> ServedModel:
+    return load_model(ServeSettings(model=artifact))
+
+
+def test_model_prior_leaves_outputs_untouched(model: ServedModel):
+    logits = np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
+    probs = softmax(logits)
+    mode, offset = model.resolve_prior("model")
+    assert mode == "train" and offset is None
+    out = model.apply_prior(logits, probs, offset)
+    assert out.logits is logits and out.probabilities is probs
+
+
+def test_other_priors_follow_the_contract(model: ServedModel):
+    raw = np.array([[0.5, -1.0, 2.0, 0.0]], dtype=np.float32)
+    _, train_pi = resolve_prior("train", CLASS_COUNTS)
+    exported = (raw + prior_offset(train_pi, LOSS, TAU, 4)) / TEMPERATURE
+    _, balanced = model.resolve_prior("balanced")
+    out = model.apply_prior(exported, softmax(exported), balanced)
+    np.testing.assert_allclose(out.logits, raw / TEMPERATURE, atol=1e-5)
+    np.testing.assert_allclose(out.probabilities, softmax(raw / TEMPERATURE), atol=1e-6)
+    mode, train = model.resolve_prior("train")
+    np.testing.assert_allclose(
+        model.apply_prior(exported, softmax(exported), train).logits, exported, atol=1e-5
+    )
+    mode, custom = model.resolve_prior([1, 1, 1, 5])
+    assert mode == "custom"
+    expected = (raw + prior_offset(np.array([0.125, 0.125, 0.125, 0.625]), LOSS, TAU, 4)) / TEMPERATURE
+    np.testing.assert_allclose(
+        model.apply_prior(exported, softmax(exported), custom).logits, expected, atol=1e-5
+    )
+
+
+def test_file_priors_are_not_accepted_from_requests(model: ServedModel, tmp_path: Path):
+    prior_file = tmp_path / "p.json"
+    prior_file.write_text("[1, 1, 1, 1]")
+    with pytest.raises(PriorError, match="'model', 'balanced', 'train'"):
+        model.resolve_prior(str(prior_file))
+
+
+def test_top_k_is_sorted_and_capped():
+    assert top_k(np.array([0.1, 0.6, 0.3]), 2) == [(1, 0.6), (2, 0.3)]
+    assert len(top_k(np.array([0.5, 0.5]), 10)) == 2
+
+
+def test_input_shape_must_match_metadata(artifact: Path, tmp_path: Path):
+    import json
+
+    import onnx
+
+    proto = onnx.load(str(artifact))
+    meta = json.loads(proto.metadata_props[0].value)
+    meta["preprocess"]["img_size"] = 32
+    proto.metadata_props[0].value = json.dumps(meta)
+    other = tmp_path / "m.onnx"
+    onnx.save(proto, str(other))
+    with pytest.raises(ArtifactError, match="does not match"):
+        load_model(ServeSettings(model=other))

@@ -1,0 +1,33 @@
+"""Settings from LIVT_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from livt.serving.settings import ServeSettings
+
+
+def test_environment_variables(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("LIVT_MODEL", "/models/model.onnx")
+    monkeypatch.setenv("LIVT_MAX_BATCH", "8")
+    monkeypatch.setenv("LIVT_PROVIDERS", "CUDAExecutionProvider, CPUExecutionProvider")
+    monkeypatch.setenv("LIVT_API_KEY", "sekrit-123")
+    settings = ServeSettings()
+    assert settings.model == Path("/models/model.onnx")
+    assert settings.max_batch == 8
+    assert settings.providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert settings.api_key is not None and settings.api_key.get_secret_value() == "sekrit-123"
+    assert "sekrit-123" not in repr(settings)
+    assert ServeSettings(model="x", max_batch=2).max_batch == 2  # arguments beat the environment
+
+
+def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("LIVT_MODEL", raising=False)
+    with pytest.raises(ValidationError, match="model"):
+        ServeSettings()
+    with pytest.raises(ValidationError, match="max_batch"):
+        ServeSettings(model="m.onnx", max_batch=0)
+    assert ServeSettings(model="m.onnx", api_key="").api_key is None

@@ -1,0 +1,169 @@
+"""End to end through ``livt-train``: pretrain -> finetune (--init) -> evaluate on synthetic-tiny."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from livt.training.cli import main
+
+from .conftest import FINETUNE, PRETRAIN
+
+METRIC_KEYS = {"top1", "top5", "balanced_acc", "many", "medium", "few", "ece", "nll", "mce", "per_class",
+               "train_counts", "tail3", "val", "best_epoch"}  # fmt: skip
+
+
+def _history(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_pretrain_run_folder(pretrain_run: Path):
+    assert yaml.safe_load((pretrain_run / "config.yaml").read_text())["stage"] == "pretrain"
+    assert [r["epoch"] for r in _history(pretrain_run)] == [0, 1]
+    assert {"train_loss", "lr", "images_per_s", "time"} <= set(_history(pretrain_run)[0])
+    last = pretrain_run / "checkpoints" / "last"
+    assert {p.name for p in last.iterdir()} == {"model.safetensors", "meta.json", "state.pt"}
+    meta = json.loads((last / "meta.json").read_text())
+    assert meta["stage"] == "pretrain" and meta["mae"]["decoder_depth"] == 1 and meta["epoch"] == 1
+    assert {p.name for p in (pretrain_run / "plots").iterdir()} == {"loss.png", "reconstructions.png"}
+    assert "epoch 1/1" in (pretrain_run / "train.log").read_text()
+
+
+def test_finetune_run_folder_and_metrics(finetune_run: Path):
+    metrics = json.loads((finetune_run / "metrics.json").read_text())
+    assert set(metrics) >= METRIC_KEYS
+    assert metrics["balanced_acc"] > 0.2  # 10 classes: chance is 0.1
+    assert metrics["train_counts"][0] == 100 and metrics["train_counts"][-1] == 10
+    history = _history(finetune_run)
+    assert [r["epoch"] for r in history] == [0, 1, 2, 3]
+    assert "balanced_acc" in history[0]["val"]
+    best_epoch = max(history, key=lambda r: r["val"]["balanced_acc"])["epoch"]
+    assert metrics["best_epoch"] == best_epoch
+    meta = json.loads((finetune_run / "checkpoints" / "best" / "meta.json").read_text())
+    assert meta["stage"] == "finetune" and meta["loss"] == "bal-bce" and meta["tau"] == 1.0
+    assert meta["model"]["num_classes"] == 10 and meta["mae"] is not None
+    assert meta["preprocess"] == {"img_size": 32, "channels": 3, "mean": meta["preprocess"]["mean"],
+                                  "std": meta["preprocess"]["std"], "resize": 32, "crop_pct": 1.0,
+                                  "interpolation": "bicubic"}  # fmt: skip
+    assert meta["class_counts"] == metrics["train_counts"] and len(meta["classes"]) == 10
+    assert meta["dataset"]["name"] == "synthetic" and meta["dataset"]["options"]["n_max"] == 100
+    assert {p.name for p in (finetune_run / "plots").iterdir()} == {
+        "curves.png", "per_class_accuracy.png", "reliability.png", "confusion.png"}  # fmt: skip
+
+
+def test_evaluate_writes_metrics_and_predictions(finetune_run: Path, tmp_path: Path):
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--run", str(finetune_run), "--out", str(out), "--workers", "0", "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    final = json.loads((finetune_run / "metrics.json").read_text())
+    assert metrics["top1"] == pytest.approx(final["top1"])  # same best checkpoint, same test split
+    lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(lines) == 200 and lines[0]["path"] is None
+    for line in lines[:5]:
+        assert sum(line["probabilities"]) == pytest.approx(1.0, abs=1e-5)
+        assert (
+            line["pred"] == int(np.argmax(line["probabilities"])) and line["label"] == f"class_{line['pred']}"
+        )
+    assert np.mean([p["pred"] == p["target"] for p in lines]) == pytest.approx(metrics["top1"])
+    assert (out / "plots" / "reliability.png").is_file()
+
+
+def _image_folder(root: Path, classes: int, per_class: int = 2) -> Path:
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for k in range(classes):
+            folder = root / split / f"class_{k}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 255, (40, 36, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+def test_evaluate_on_image_files_records_paths(finetune_run: Path, tmp_path: Path):
+    root = _image_folder(tmp_path / "imgs", classes=10)
+    out = tmp_path / "eval"
+    args = ["evaluate", "--run", str(finetune_run), "--dataset", "imagefolder", "--data-root", str(root)]
+    assert main([*args, "--out", str(out), "--workers", "0", "--quiet"]) == 0
+    lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert lines[0]["path"] == str(root / "test" / "class_0" / "0.png") and lines[0]["target"] == 0
+
+
+def test_evaluate_class_count_mismatch(finetune_run: Path, tmp_path: Path, capsys):
+    root = _image_folder(tmp_path / "imgs", classes=3)
+    args = ["evaluate", "--run", str(finetune_run), "--dataset", "imagefolder", "--data-root", str(root)]
+    assert main([*args, "--out", str(tmp_path / "e"), "--workers", "0", "--quiet"]) == 2
+    assert "class-count mismatch" in capsys.readouterr().err
+
+
+def test_finetune_from_scratch(tmp_path: Path):
+    out = tmp_path / "scratch"
+    assert main(["finetune", *FINETUNE, "--from-scratch", "--epochs", "2", "--out", str(out)]) == 0
+    meta = json.loads((out / "checkpoints" / "best" / "meta.json").read_text())
+    assert meta["mae"] is None and meta["model"]["name"] == "vit_micro"
+
+
+def test_model_mismatch_is_a_clear_error(pretrain_run: Path, tmp_path: Path, capsys):
+    args = [
+        "finetune",
+        *FINETUNE,
+        "--init",
+        str(pretrain_run),
+        "--model",
+        "vit_cifar",
+        "--out",
+        str(tmp_path / "x"),
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "model size mismatch between pretrain" in err and "embed_dim 32 vs 256" in err
+
+
+def test_missing_data_is_the_datasets_message(tmp_path: Path, capsys):
+    args = ["pretrain", "--dataset", "cifar10-lt", "--data-root", str(tmp_path / "nowhere"),
+            "--model", "vit_cifar", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("livt-train pretrain: error:") and "nowhere" in err and "Traceback" not in err
+
+
+def test_unwritable_output_folder(tmp_path: Path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["pretrain", *PRETRAIN, "--out", str(blocker / "run")]) == 2
+    assert "is not writable" in capsys.readouterr().err
+
+
+def test_bad_flag_value(tmp_path: Path, capsys):
+    assert main(["pretrain", *PRETRAIN, "--mask-ratio", "1.5", "--out", str(tmp_path / "r")]) == 2
+    assert "mask_ratio must be in (0, 1)" in capsys.readouterr().err
+
+
+def test_existing_run_is_not_overwritten(pretrain_run: Path, tmp_path: Path, capsys):
+    run = tmp_path / "copy"
+    shutil.copytree(pretrain_run, run)
+    assert main(["pretrain", *PRETRAIN, "--seed", "5", "--out", str(run)]) == 2
+    assert "different config (seed: 0 -> 5)" in capsys.readouterr().err
+    assert main(["pretrain", *PRETRAIN, "--seed", "5", "--resume", "--out", str(run)]) == 2
+    assert "cannot resume" in capsys.readouterr().err
+    assert (
+        main(["pretrain", *PRETRAIN, "--epochs", "1", "--seed", "5", "--overwrite", "--out", str(run)]) == 0
+    )
+    assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == 5
+    assert [r["epoch"] for r in _history(run)] == [0]
+
+
+def test_config_file_reproduces_a_run(pretrain_run: Path, tmp_path: Path):
+    out = tmp_path / "again"
+    assert (
+        main(["pretrain", "--config", str(pretrain_run / "config.yaml"), "--out", str(out), "--quiet"]) == 0
+    )
+    again = yaml.safe_load((out / "config.yaml").read_text())
+    first = yaml.safe_load((pretrain_run / "config.yaml").read_text())
+    assert {**again, "out": None} == {**first, "out": None}
+    a = (out / "checkpoints" / "last" / "model.safetensors").read_bytes()
+    b = (pretrain_run / "checkpoints" / "last" / "model.safetensors").read_bytes()
+    assert a == b  # deterministic on CPU
