@@ -26,7 +26,7 @@ from livt.training.optim import build_optimizer
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 70.0, "L4": 121.0}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--patch-size", type=int, default=16)
@@ -34,6 +34,7 @@ def main() -> None:
     p.add_argument("--embed-dim", type=int, default=768)
     p.add_argument("--depth", type=int, default=12)
     p.add_argument("--heads", type=int, default=12)
+    p.add_argument("--mlp-ratio", type=float, default=4.0)
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--decoder-dim", type=int, default=512)
     p.add_argument("--decoder-depth", type=int, default=8)
@@ -44,13 +45,16 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--peak-tflops", type=float, default=None, help="peak FLOP/s of the device, in TFLOP/s")
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
-    device = resolve_device(args.device)
-    dtype = resolve_precision(args.precision, device)
-    vit = ViTConfig(args.img_size, args.patch_size, args.in_chans, args.num_classes, args.embed_dim,
-                    args.depth, args.heads)  # fmt: skip
-    mae = MAEConfig(args.decoder_dim, args.decoder_depth, args.decoder_heads)
+    try:  # a bad size or an unsupported precision is a usage error, not a traceback
+        device = resolve_device(args.device)
+        dtype = resolve_precision(args.precision, device)
+        vit = ViTConfig(args.img_size, args.patch_size, args.in_chans, args.num_classes, args.embed_dim,
+                        args.depth, args.heads, args.mlp_ratio)  # fmt: skip
+        mae = MAEConfig(args.decoder_dim, args.decoder_depth, args.decoder_heads)
+    except ValueError as exc:
+        p.error(str(exc))
     images = torch.randn(args.batch_size, args.in_chans, args.img_size, args.img_size, device=device)
     labels = torch.randint(0, args.num_classes, (args.batch_size,), device=device)
 

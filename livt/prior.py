@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 BCE_FAMILY = frozenset({"bce", "bal-bce"})
-PRIOR_MODES = ("balanced", "train", "file", "custom")
 
 # A class with zero target frequency would get an offset of -inf; clip it to a very unlikely class
 # instead so logits and probabilities stay finite (and JSON-serialisable).
@@ -62,6 +61,13 @@ def prior_offset(pi: np.ndarray | None, loss: str, tau: float, num_classes: int)
     """The logit offset for target prior ``pi`` under a model trained with ``loss`` and ``tau``."""
     if pi is None:
         return np.zeros(num_classes, dtype=np.float32)
+    if tau == 0:
+        # Without a prior term in the loss (ce, bce, focal, ... or tau 0) the logits already follow
+        # the training label distribution: there is no balanced starting point to shift.
+        raise PriorError(
+            f"a model trained with {loss!r} and tau 0 has no balanced logits, so a target prior cannot "
+            "be applied; train with a balanced loss (bal-bce, bal-ce) to choose the prior at deployment"
+        )
     p = np.asarray(pi, dtype=np.float64)
     if p.shape != (num_classes,):
         raise PriorError(f"prior: expected {num_classes} values (one per class), got shape {p.shape}")

@@ -117,3 +117,9 @@ def test_offset_stays_finite_for_zero_and_one():
 def test_offset_rejects_a_prior_of_the_wrong_length():
     with pytest.raises(PriorError, match="expected 3 values"):
         prior_offset(np.array([0.5, 0.5]), "bal-bce", 1.0, 3)
+
+
+def test_a_model_without_a_prior_term_refuses_a_target_prior():
+    with pytest.raises(PriorError, match="has no balanced logits"):
+        prior_offset(np.array([0.5, 0.5]), "ce", 0.0, 2)
+    assert prior_offset(None, "ce", 0.0, 2).tolist() == [0.0, 0.0]

@@ -280,8 +280,13 @@ def _imagefolder(
     channels: int = 3,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    classes: Sequence[str] | None = None,
 ) -> FileDataset:
-    """``data_root/{train,val,test}/<class>/<image>``; optional long-tail subsampling of train."""
+    """``data_root/{train,val,test}/<class>/<image>``; optional long-tail subsampling of train.
+
+    ``classes`` fixes the label space (e.g. a trained model's classes, so a folder without a train
+    split can be scored); by default it is the sorted class folders of ``data_root/train``.
+    """
     root = _require_root("imagefolder", data_root)
     if channels not in (1, 3):
         raise ValueError(f"imagefolder channels must be 1 or 3, got {channels}")
@@ -290,7 +295,12 @@ def _imagefolder(
     std = tuple(map(float, std)) if std is not None else _to_channels(IMAGENET_DEFAULT_STD, channels)
     if len(mean) != channels or len(std) != channels:
         raise ValueError(f"imagefolder mean and std need {channels} value(s), got {mean} and {std}")
-    classes = imagefolder.scan_classes(root)
+    if classes is None:
+        classes = imagefolder.scan_classes(root)
+    else:
+        classes = [classes] if isinstance(classes, str) else [str(c) for c in classes]
+        if not classes or len(set(classes)) != len(classes):
+            raise ValueError(f"imagefolder classes must be distinct names, at least one, got {classes}")
     samples = imagefolder.scan_split(root, split, classes)
     if split == "train":
         keep = longtail_subset([t for _, t in samples], len(classes), imbalance_factor, profile, seed)

@@ -86,9 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--eval-limit", type=int, help="evaluate on at most this many images")
     check.add_argument(
-        "--many", type=int, default=100, help="many-shot: more training images than this (100)"
+        "--many", type=int, help="many-shot: more training images than this (default: the run's, else 100)"
     )
-    check.add_argument("--few", type=int, default=20, help="few-shot: fewer training images than this (20)")
+    check.add_argument(
+        "--few", type=int, help="few-shot: fewer training images than this (default: the run's, else 20)"
+    )
     check.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
     trt = p.add_argument_group("TensorRT")
     trt.add_argument("--fp16", action="store_true", help="FP16 engine (LayerNorm and softmax pinned to FP32)")

@@ -19,7 +19,10 @@ INPUT_NAME = "input"
 OUTPUT_NAMES = ("logits", "probabilities")
 QUANTIZATION_MODES = (None, "int8-dynamic", "int8-qdq")
 # The run's metrics.json subset worth carrying (per-class lists and confusion matrices stay behind).
-_METRIC_KEYS = ("top1", "top5", "balanced_acc", "many", "medium", "few", "ece", "mce", "nll")
+_METRIC_KEYS = (
+    "top1", "top5", "balanced_acc", "many", "medium", "few", "many_threshold", "few_threshold",
+    "ece", "mce", "nll",
+)  # fmt: skip
 _VERSIONED = ("torch", "onnx", "onnxruntime", "timm")
 
 

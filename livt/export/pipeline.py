@@ -10,20 +10,22 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from livt.export.errors import ExportError, VerificationError
-from livt.export.metadata import build_metadata
+from livt.export.metadata import build_metadata, sha256_file
 from livt.prior import PriorError
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "tensorrt", "triton")
 REPORT_FILE = "export_report.json"
+CHECKSUM_SUFFIX = ".sha256"
+DEFAULT_MANY, DEFAULT_FEW = 100, 20
 _EVAL_KEYS = ("top1", "balanced_acc", "many", "medium", "few", "ece", "nll")
 
 
@@ -49,8 +51,8 @@ class ExportOptions:
     calibration_images: int = 256
     eval_split: str | None = "test"
     eval_limit: int | None = None
-    many: int = 100
-    few: int = 20
+    many: int | None = None  # None: the run's recorded threshold (metrics.json), else DEFAULT_MANY
+    few: int | None = None
     min_batch: int | None = None
     opt_batch: int | None = None
     max_batch: int | None = None
@@ -94,7 +96,10 @@ class ExportOptions:
             raise ExportError("--atol must be >= 0 and --int8-min-agreement within [0, 1]")
         if self.opset < 17:
             raise ExportError(f"--opset {self.opset} is too old: LayerNormalization needs opset >= 17")
-        if not 0 <= self.few <= self.many:
+        # An unset threshold comes from the run (see _with_group_thresholds), which checks the pair again.
+        if any(v is not None and v < 0 for v in (self.few, self.many)) or (
+            self.few is not None and self.many is not None and self.few > self.many
+        ):
             raise ExportError(f"need 0 <= --few ({self.few}) <= --many ({self.many})")
         if self.verify_samples < 1:
             raise ExportError("--verify-samples must be >= 1")
@@ -135,6 +140,7 @@ def run_export(opts: ExportOptions) -> ExportResult:
             raise ExportError(f"cannot build a TensorRT engine: {reason}")
         EngineProfile(opts.min_batch or 1, opts.opt_batch or 8, opts.max_batch or 128)
     source = load_source(opts.run_dir, opts.checkpoint)
+    opts = _with_group_thresholds(opts, source.run_metrics)
     meta = source.meta
     try:
         fold = resolve_prior_fold(
@@ -190,6 +196,18 @@ def run_export(opts: ExportOptions) -> ExportResult:
             files = _publish_engine(opts, variants, folded, x_val, metadata, out, tmp, report)
             return ExportResult(files[0], files, report)
         return _publish_triton(opts, variants, folded, x_val, metadata, out, tmp, report)
+
+
+def _with_group_thresholds(opts: ExportOptions, run_metrics: dict[str, Any]) -> ExportOptions:
+    """Fill unset ``many``/``few`` from the run's metrics.json, so export groups classes as training did."""
+    many = opts.many if opts.many is not None else run_metrics.get("many_threshold", DEFAULT_MANY)
+    few = opts.few if opts.few is not None else run_metrics.get("few_threshold", DEFAULT_FEW)
+    if not 0 <= few <= many:
+        raise ExportError(
+            f"need 0 <= few ({few}) <= many ({many}) (unset ones come from the run's metrics.json)"
+        )
+    logger.info("many-shot: > %d training images, few-shot: < %d", many, few)
+    return replace(opts, many=int(many), few=int(few))
 
 
 def _calibrate(
@@ -318,10 +336,27 @@ def _publish_onnx(variants: dict[str, Path], out: Path, report: dict) -> list[Pa
     report["artifacts"] = {name: str(path) for name, path in targets.items()}
     report_path = out.parent / REPORT_FILE
     _write_json(variants["onnx-fp32"].parent / REPORT_FILE, report)
+    sums = {name: _write_checksum(path, targets[name].name) for name, path in variants.items()}
+    written = []
     for name, path in variants.items():
+        # Checksum first: in between, serving refuses the pair (mismatch) rather than serving unchecked.
+        os.replace(sums[name], checksum_path(targets[name]))
         os.replace(path, targets[name])
+        written += [targets[name], checksum_path(targets[name])]
     os.replace(variants["onnx-fp32"].parent / REPORT_FILE, report_path)
-    return [*targets.values(), report_path]
+    return [*written, report_path]
+
+
+def checksum_path(artifact: Path) -> Path:
+    """``X.onnx.sha256``: the sidecar ``livt-serve`` checks an artifact against."""
+    return artifact.with_name(artifact.name + CHECKSUM_SUFFIX)
+
+
+def _write_checksum(path: Path, name: str) -> Path:
+    """Write ``path``'s sha256 in ``sha256sum`` format under its final file ``name``; return the file."""
+    sidecar = checksum_path(path)
+    sidecar.write_text(f"{sha256_file(path)}  {name}\n", encoding="utf-8")
+    return sidecar
 
 
 def _build_verified_engine(

@@ -94,8 +94,7 @@ def load_split(
 
     meta, pp = source.meta, source.meta["preprocess"]
     options = dict(meta["dataset"].get("options") or {})
-    root = data_root if data_root is not None else options.pop("data_root", None)
-    options.pop("data_root", None)
+    root = data_root if data_root is not None else meta["dataset"].get("data_root")
     info = DatasetInfo(
         name=meta["dataset"]["name"],
         classes=tuple(meta["classes"]),

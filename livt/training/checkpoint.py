@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,6 @@ from torch import nn
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "meta.json"
 STATE_FILE = "state.pt"
-CHECKPOINT_NAMES = ("best", "last")
 
 
 class CheckpointError(RuntimeError):
@@ -60,14 +60,39 @@ def save_checkpoint(
 ) -> None:
     """Save ``model`` (unwrapped, uncompiled) weights, ``meta`` and optional resume ``state``.
 
-    The meta file is written last: a folder with a ``meta.json`` always has matching weights.
+    The files are written into a sibling ``.NAME.new`` folder which then replaces ``NAME`` by two
+    renames, so weights, optimizer state and meta always belong to the same step: a run killed
+    while saving keeps the previous checkpoint (or the complete new one, see ``find_checkpoint``).
     """
     ckpt_dir = Path(ckpt_dir)
+    staging, retired = _sibling(ckpt_dir, "new"), _sibling(ckpt_dir, "old")
+    shutil.rmtree(staging, ignore_errors=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write(ckpt_dir / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp)))
+    atomic_write(staging / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp)))
     if state is not None:
-        atomic_write(ckpt_dir / STATE_FILE, lambda tmp: torch.save(state, tmp))
-    atomic_write_text(ckpt_dir / META_FILE, json.dumps(meta, indent=2, sort_keys=False) + "\n")
+        atomic_write(staging / STATE_FILE, lambda tmp: torch.save(state, tmp))
+    # meta.json last: a staging folder holding it is complete.
+    atomic_write_text(staging / META_FILE, json.dumps(meta, indent=2, sort_keys=False) + "\n")
+    shutil.rmtree(retired, ignore_errors=True)
+    if ckpt_dir.exists():
+        os.replace(ckpt_dir, retired)
+    os.replace(staging, ckpt_dir)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def _sibling(ckpt_dir: Path, kind: str) -> Path:
+    return ckpt_dir.parent / f".{ckpt_dir.name}.{kind}"
+
+
+def _recover(ckpt_dir: Path) -> None:
+    """Finish a swap that a killed run left half done (``NAME`` missing between the two renames)."""
+    if ckpt_dir.exists():
+        return
+    staging, retired = _sibling(ckpt_dir, "new"), _sibling(ckpt_dir, "old")
+    if (staging / META_FILE).is_file():
+        os.replace(staging, ckpt_dir)
+    elif retired.is_dir():
+        os.replace(retired, ckpt_dir)
 
 
 def find_checkpoint(run_dir: Path, which: str = "best") -> Path:
@@ -78,6 +103,7 @@ def find_checkpoint(run_dir: Path, which: str = "best") -> Path:
     candidates = [which] + (["last"] if which == "best" else [])
     for name in candidates:
         ckpt = run_dir / "checkpoints" / name
+        _recover(ckpt)
         if (ckpt / META_FILE).is_file() and (ckpt / WEIGHTS_FILE).is_file():
             return ckpt
     raise CheckpointError(

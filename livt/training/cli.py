@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from torch._dynamo.exc import BackendCompilerFailed
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from livt.training.checkpoint import CheckpointError
@@ -51,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return args.handler(args)
     except KNOWN_ERRORS as exc:
         print(f"livt-train {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except BackendCompilerFailed as exc:
+        # torch.compile fails lazily, at the first step; its message names the cause (no C++ compiler...).
+        print(f"livt-train {args.command}: error: --compile failed (run without it): {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"livt-train {args.command}: interrupted; continue with --resume", file=sys.stderr)

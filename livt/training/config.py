@@ -30,6 +30,8 @@ STAGES = ("pretrain", "finetune")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+# Optional TrainConfig fields that override the preset's shape (``vit_config`` keywords).
+MODEL_SIZE_FIELDS = ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio")
 
 
 class ConfigError(ValueError):
@@ -54,6 +56,11 @@ class TrainConfig:
     )
     model: str = _opt("", "model preset (livt.models.vit_config name)")
     img_size: int | None = _opt(None, "input size in pixels (default: the data set's native size)")
+    patch_size: int | None = _opt(None, "patch size in pixels (default: the model's)")
+    embed_dim: int | None = _opt(None, "transformer width (default: the model's)")
+    depth: int | None = _opt(None, "transformer blocks (default: the model's)")
+    num_heads: int | None = _opt(None, "attention heads (default: the model's)", aliases=("--heads",))
+    mlp_ratio: float | None = _opt(None, "MLP hidden width / embed_dim (default: the model's)")
     epochs: int = _opt(100, "training epochs")
     batch_size: int = _opt(64, "images per device per micro-batch")
     accum_steps: int = _opt(1, "micro-batches accumulated per optimizer step")
@@ -76,7 +83,9 @@ class TrainConfig:
         self.dataset_options = dict(self.dataset_options or {})
         _require(bool(self.dataset), "dataset is required (--dataset NAME or a recipe)")
         _require(bool(self.out), "out is required (--out RUN_DIR)")
-        _require(self.img_size is None or self.img_size > 0, f"img_size must be > 0, got {self.img_size}")
+        for name in ("img_size", *MODEL_SIZE_FIELDS):
+            value = getattr(self, name)
+            _require(value is None or value > 0, f"{name} must be > 0, got {value}")
         _require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         _require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _require(self.accum_steps >= 1, f"accum_steps must be >= 1, got {self.accum_steps}")
@@ -102,6 +111,10 @@ class TrainConfig:
             self.precision in PRECISIONS,
             f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
         )
+
+    def model_sizes(self) -> dict[str, Any]:
+        """The model-size overrides that are set, as ``vit_config`` keyword arguments."""
+        return {k: getattr(self, k) for k in MODEL_SIZE_FIELDS if getattr(self, k) is not None}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (YAML/JSON-ready) with the stage name first."""

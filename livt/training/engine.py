@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import platform
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     """The autocast dtype for ``precision`` on ``device``; ``None`` means plain fp32.
 
     ``auto`` is bf16 on a CUDA device that supports it and fp32 elsewhere. bf16 on CPU needs
-    oneDNN with native bf16 (AVX512-BF16 / AMX); anywhere else it would be slow emulation.
+    native bf16 instructions (:func:`cpu_has_native_bf16`); anywhere else it would be slow emulation.
     """
     if precision == "auto":
         cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -58,11 +59,25 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if device.type == "cuda":
         if not torch.cuda.is_bf16_supported():
             raise ConfigError(f"precision bf16 requested but {torch.cuda.get_device_name(device)} lacks bf16")
-    elif not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+    elif not cpu_has_native_bf16():
         raise ConfigError(
-            "precision bf16 requested but this CPU has no native bf16 support; use --precision fp32"
+            "precision bf16 requested but this CPU has no native bf16 instructions "
+            "(AVX512-BF16 or AMX on x86, BF16 on Arm); use --precision fp32"
         )
     return torch.bfloat16
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 on this CPU with native instructions rather than emulation.
+
+    oneDNN's own check passes on any AVX-512 x86 CPU (it converts in software there, slower than
+    fp32), so x86 also needs AVX512-BF16 or AMX; on Arm oneDNN's check already requires BF16.
+    """
+    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        return False
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return True
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -128,8 +143,15 @@ def train_one_epoch(
         micro_batches += 1
         images_seen += images.shape[0] * env.world_size
         if syncs:
-            if clip_grad is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+            # A finite loss can still give inf/NaN gradients (bf16 overflow): never step on them, or
+            # the next checkpoint would save NaN weights.
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), clip_grad or math.inf)
+            if not torch.isfinite(grad_norm):
+                raise TrainingDiverged(
+                    f"gradient norm is {grad_norm.item()} at step {step} (epoch {epoch}, lr "
+                    f"{current_lr(optimizer):.3g}); stopped before updating, the last saved "
+                    "checkpoint is intact (lower --blr/--lr or set --clip-grad)"
+                )
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1

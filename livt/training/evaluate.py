@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from livt.data import DatasetInfo, build_dataset, build_eval_transform
+from livt.data.formats import imagefolder
 from livt.models import ViTConfig, create_classifier
 from livt.training import engine, plots
 from livt.training.checkpoint import (
@@ -50,6 +51,8 @@ def write_report(
     confusion = metrics.pop("confusion")
     report = {
         **metrics,
+        "many_threshold": many,
+        "few_threshold": few,
         "tail3": tail_accuracy(metrics["per_class"], train_counts, k=min(3, len(train_counts))),
         "train_counts": list(train_counts),
         **(extra or {}),
@@ -83,15 +86,18 @@ def evaluate_run(cfg: EvaluateConfig, *, progress: bool = True) -> Path:
         info, pre["img_size"], crop_pct=pre["crop_pct"], interpolation=pre["interpolation"]
     )
     name = cfg.dataset or meta["dataset"]["name"]
-    options = meta["dataset"]["options"] if name == meta["dataset"]["name"] else {}
     data_root = cfg.data_root or (run_cfg.data_root if run_cfg is not None else None)
+    options = dict(meta["dataset"]["options"]) if name == meta["dataset"]["name"] else {}
+    labelled = True
+    if name == "imagefolder" and data_root is not None:
+        options, labelled = _folder_options(options, data_root, cfg.split, meta)
     try:
         dataset = build_dataset(name, cfg.split, data_root=data_root, transform=transform, **options)
     except ValueError as exc:
         raise ConfigError(f"data set {name!r}: {exc}") from exc
 
     vit = ViTConfig.from_dict(meta["model"])
-    if len(dataset.classes) != vit.num_classes:
+    if labelled and len(dataset.classes) != vit.num_classes:
         raise ConfigError(
             f"class-count mismatch: {run_dir} was trained on {vit.num_classes} classes but "
             f"{name} ({cfg.split}) has {len(dataset.classes)}"
@@ -108,6 +114,14 @@ def evaluate_run(cfg: EvaluateConfig, *, progress: bool = True) -> Path:
     out_dir = Path(cfg.out) if cfg.out else run_dir / f"eval-{cfg.split}"
     if not env.is_main:
         return out_dir
+    if not labelled:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_predictions(out_dir / "predictions.jsonl", dataset, logits, None, list(meta["classes"]))
+        _logger.warning(
+            "%s %s: the class folders %s are not the run's classes; wrote predictions only, no metrics",
+            name, cfg.split, dataset.classes,
+        )  # fmt: skip
+        return out_dir
     report = write_report(
         out_dir, logits, targets, classes=list(meta["classes"]), train_counts=list(meta["class_counts"]),
         many=run_cfg.many if run_cfg else 100, few=run_cfg.few if run_cfg else 20,
@@ -122,16 +136,41 @@ def evaluate_run(cfg: EvaluateConfig, *, progress: bool = True) -> Path:
     return out_dir
 
 
+def _folder_options(
+    options: dict[str, Any], data_root: str, split: str, meta: dict[str, Any]
+) -> tuple[dict[str, Any], bool]:
+    """Image-folder options for scoring ``data_root/<split>`` and whether its labels are the run's classes.
+
+    The folder is read as the run reads images (its channels and size) and its class folders are
+    looked up by name among the run's classes, so it needs no train split. A folder with other class
+    names (or unlabelled images in one folder) can only be scored for predictions.
+    """
+    pre = meta["preprocess"]
+    folders = imagefolder.scan_classes(data_root, split)
+    labelled = set(folders) <= set(meta["classes"])
+    classes = list(meta["classes"]) if labelled else folders
+    return {
+        **options,
+        "channels": pre["channels"],
+        "image_size": pre["img_size"],
+        "classes": classes,
+    }, labelled
+
+
 def _write_predictions(
-    path: Path, dataset: Any, logits: torch.Tensor, targets: torch.Tensor, classes: list[str]
+    path: Path, dataset: Any, logits: torch.Tensor, targets: torch.Tensor | None, classes: list[str]
 ) -> None:
-    """One JSON line per image: index, file (image-folder sets), target, prediction, probabilities."""
+    """One JSON line per image: index, file (image-folder sets), target, prediction, probabilities.
+
+    ``targets`` is ``None`` when the images' labels are not the run's classes: ``target`` is null.
+    """
     probs = logits.softmax(dim=1)
     samples = getattr(dataset, "samples", None)
+    target_list = targets.tolist() if targets is not None else [None] * len(probs)
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8") as fh:
-            for i, (p, t) in enumerate(zip(probs.tolist(), targets.tolist(), strict=True)):
+            for i, (p, t) in enumerate(zip(probs.tolist(), target_list, strict=True)):
                 pred = max(range(len(p)), key=p.__getitem__)
                 line = {"index": i, "path": str(samples[i][0]) if samples is not None else None, "target": t,
                         "pred": pred, "label": classes[pred], "probabilities": p}  # fmt: skip

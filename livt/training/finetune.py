@@ -25,7 +25,7 @@ from livt.training.checkpoint import (
     save_checkpoint,
 )
 from livt.training.config import ConfigError, FinetuneConfig
-from livt.training.distributed import DistEnv, init_distributed, unwrap, wrap_model
+from livt.training.distributed import DistEnv, barrier, init_distributed, unwrap, wrap_model
 from livt.training.evaluate import SCALAR_METRICS, write_report
 from livt.training.loaders import build_eval_loader, build_train_loader
 from livt.training.losses import build_loss, loss_defaults
@@ -162,6 +162,7 @@ def _finetune(cfg: FinetuneConfig, run_dir: Path, env: DistEnv, *, resume_run: b
             "  (best)" if improved else "", stats.images_per_s, stats.seconds,
         )  # fmt: skip
 
+    barrier(env)  # rank 0 has written checkpoints/best; every rank tests that same model
     _test_best(cfg, run_dir, model, env, amp_dtype=amp_dtype, progress=progress, train_set=train_set)
 
 
@@ -236,12 +237,16 @@ def _pretrain_checkpoint(init: str) -> dict[str, Any]:
 def _model_config(
     cfg: FinetuneConfig, pretrained: dict[str, Any] | None, *, img_size: int, in_chans: int, num_classes: int
 ) -> ViTConfig:
-    """The classifier's shape: ``--model`` if given, else the pretrained encoder's."""
+    """The classifier's shape: ``--model`` if given, else the pretrained encoder's, then the size flags.
+
+    Size flags that disagree with the pretrained encoder are caught by :func:`_load_encoder`.
+    """
     overrides = {
         "img_size": img_size,
         "in_chans": in_chans,
         "num_classes": num_classes,
         "drop_path_rate": cfg.drop_path,
+        **cfg.model_sizes(),
     }
     try:
         if cfg.model:

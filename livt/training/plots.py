@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from livt.training.metrics import ReliabilityBins
 
@@ -73,20 +74,44 @@ def plot_reconstructions(
 
 
 def plot_per_class_accuracy(
-    per_class: Sequence[float | None], train_counts: Sequence[int], path: Path
+    per_class: Sequence[float | None] | Mapping[str, Sequence[float | None]],
+    train_counts: Sequence[int],
+    path: Path,
 ) -> None:
-    """Test accuracy of every class against its number of training images (log x axis)."""
+    """Test accuracy of every class against its number of training images (log x axis).
+
+    ``per_class`` is one run's accuracies, or ``{label: accuracies}`` to compare runs in one figure.
+    """
+    series = per_class if isinstance(per_class, Mapping) else {"": per_class}
     counts = np.asarray(train_counts, dtype=float)
-    acc = np.array([np.nan if a is None else a for a in per_class], dtype=float)
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.scatter(counts, acc, s=14)
+    for label, values in series.items():
+        acc = np.array([np.nan if a is None else a for a in values], dtype=float)
+        ax.scatter(counts, acc, s=14, label=label or None)
     ax.set_xscale("log")
     ax.set(xlabel="training images of the class", ylabel="test accuracy", ylim=(-0.02, 1.02))
     ax.set_title("per-class accuracy vs training count")
+    if len(series) > 1:
+        ax.legend(fontsize=7)
     _save(fig, path)
 
 
-def plot_reliability(bins: ReliabilityBins, path: Path) -> None:
+def plot_val_curves(
+    histories: Mapping[str, Sequence[dict[str, Any]]], path: Path, *, key: str = "balanced_acc"
+) -> None:
+    """Validation ``key`` against epochs trained for several runs (``{label: metrics.jsonl records}``)."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for label, history in histories.items():
+        records = [r for r in history if r.get("val", {}).get(key) is not None]
+        # a record's "epoch" is 0-based: after it, epoch + 1 epochs are trained
+        ax.plot([r["epoch"] + 1 for r in records], [r["val"][key] for r in records], marker="o", label=label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="epochs trained", ylabel=f"val {key}", ylim=(0, 1), title=f"val {key} per epoch")
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def plot_reliability(bins: ReliabilityBins, path: Path, *, title: str = "reliability") -> None:
     """Accuracy against confidence per bin, with the diagonal of perfect calibration."""
     width = np.diff(bins.edges)
     filled = bins.count > 0
@@ -94,7 +119,7 @@ def plot_reliability(bins: ReliabilityBins, path: Path) -> None:
     ax.bar(bins.edges[:-1][filled], bins.accuracy[filled], width=width[filled], align="edge",
            edgecolor="black", alpha=0.7, label="accuracy")  # fmt: skip
     ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
-    ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title="reliability")
+    ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=title)
     ax.legend(loc="upper left")
     _save(fig, path)
 

@@ -62,7 +62,9 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, env: DistEnv, *, resume_run: b
 
     # model
     try:
-        vit = vit_config(cfg.model, img_size=img_size, in_chans=info.channels, num_classes=0)
+        vit = vit_config(
+            cfg.model, img_size=img_size, in_chans=info.channels, num_classes=0, **cfg.model_sizes()
+        )
         mae = MAEConfig(
             decoder_embed_dim=cfg.decoder_embed_dim,
             decoder_depth=cfg.decoder_depth,

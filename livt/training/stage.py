@@ -64,7 +64,7 @@ def base_meta(
         "stage": cfg.stage,
         "model": model,
         "mae": None,
-        "dataset": {"name": cfg.dataset, "options": dict(cfg.dataset_options)},
+        "dataset": {"name": cfg.dataset, "data_root": cfg.data_root, "options": dict(cfg.dataset_options)},
         "classes": list(dataset.classes),
         "class_counts": [int(n) for n in dataset.class_counts],
         "loss": None,

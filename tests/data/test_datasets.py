@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -262,6 +263,18 @@ def test_imagefolder_grey_and_size_options(tmp_path):
     _write_image_folder(tmp_path)
     ds = build_dataset("imagefolder", data_root=tmp_path, channels=1, image_size=64)
     assert ds[0][0].mode == "L" and (ds.channels, ds.image_size) == (1, 64) and len(ds.mean) == 1
+
+
+def test_imagefolder_classes_option_fixes_the_label_space(tmp_path):
+    _write_image_folder(tmp_path)
+    shutil.rmtree(tmp_path / "train")  # given classes, no train split is needed
+    val = build_dataset("imagefolder", "val", data_root=tmp_path, classes=["ant", "cat", "dog"])
+    assert val.classes == ["ant", "cat", "dog"] and val.targets == [1, 2]
+    with pytest.raises(ValueError, match=r"\['cat', 'dog'\] are not among"):
+        build_dataset("imagefolder", "val", data_root=tmp_path, classes=["ant"])
+    for bad in ([], ["cat", "cat"]):
+        with pytest.raises(ValueError, match="distinct names"):
+            build_dataset("imagefolder", "val", data_root=tmp_path, classes=bad)
 
 
 def test_imagefolder_missing_split_is_an_error(tmp_path):

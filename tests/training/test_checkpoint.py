@@ -39,6 +39,31 @@ def test_checkpoint_round_trip_and_lookup(tmp_path):
         find_checkpoint(tmp_path / "checkpoints", "best")
 
 
+def test_checkpoint_is_replaced_as_a_whole(tmp_path):
+    ckpt = tmp_path / "checkpoints" / "last"
+    save_checkpoint(ckpt, torch.nn.Linear(3, 2), {"step": 1}, {"step": 1})
+    save_checkpoint(ckpt, torch.nn.Linear(3, 2), {"step": 2}, {"step": 2})
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["last"]  # no staging folder left
+    assert load_checkpoint_meta(ckpt) == {"step": 2} == torch.load(ckpt / "state.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("left", ["staged", "retired"])
+def test_a_swap_killed_between_renames_is_recovered(tmp_path, left):
+    ckpt = tmp_path / "checkpoints" / "last"
+    save_checkpoint(ckpt, torch.nn.Linear(3, 2), {"step": 1}, {"step": 1})
+    # The state of a run killed after "last" was moved aside, before the new folder took its place.
+    if left == "staged":
+        save_checkpoint(ckpt, torch.nn.Linear(3, 2), {"step": 2}, {"step": 2})
+        ckpt.rename(ckpt.parent / ".last.new")
+        expected = 2
+    else:
+        ckpt.rename(ckpt.parent / ".last.old")
+        expected = 1
+    found = find_checkpoint(tmp_path, "last")
+    assert found == ckpt and load_checkpoint_meta(found) == {"step": expected}
+    assert torch.load(found / "state.pt", weights_only=True) == {"step": expected}
+
+
 def test_rng_state_round_trip_survives_weights_only_load(tmp_path):
     torch.manual_seed(1)
     np.random.seed(2)

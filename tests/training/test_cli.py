@@ -9,6 +9,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from livt.training.checkpoint import load_model_weights
 from livt.training.cli import main
 
 from .conftest import FINETUNE, PRETRAIN
@@ -36,6 +37,7 @@ def test_pretrain_run_folder(pretrain_run: Path):
 def test_finetune_run_folder_and_metrics(finetune_run: Path):
     metrics = json.loads((finetune_run / "metrics.json").read_text())
     assert set(metrics) >= METRIC_KEYS
+    assert (metrics["many_threshold"], metrics["few_threshold"]) == (60, 20)  # the recipe's groups
     assert metrics["balanced_acc"] > 0.2  # 10 classes: chance is 0.1
     assert metrics["train_counts"][0] == 100 and metrics["train_counts"][-1] == 10
     history = _history(finetune_run)
@@ -92,11 +94,39 @@ def test_evaluate_on_image_files_records_paths(finetune_run: Path, tmp_path: Pat
     assert lines[0]["path"] == str(root / "test" / "class_0" / "0.png") and lines[0]["target"] == 0
 
 
-def test_evaluate_class_count_mismatch(finetune_run: Path, tmp_path: Path, capsys):
+def test_evaluate_folder_with_some_of_the_runs_classes(finetune_run: Path, tmp_path: Path):
     root = _image_folder(tmp_path / "imgs", classes=3)
+    shutil.rmtree(root / "train")  # the run's classes are the label space: no train split needed
+    (root / "test" / "class_1").rename(root / "test" / "class_7")
+    out = tmp_path / "eval"
     args = ["evaluate", "--run", str(finetune_run), "--dataset", "imagefolder", "--data-root", str(root)]
-    assert main([*args, "--out", str(tmp_path / "e"), "--workers", "0", "--quiet"]) == 2
-    assert "class-count mismatch" in capsys.readouterr().err
+    assert main([*args, "--out", str(out), "--workers", "0", "--quiet"]) == 0
+    lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [line["target"] for line in lines] == [0, 0, 2, 2, 7, 7]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["per_class"]) == 10
+    assert (metrics["many_threshold"], metrics["few_threshold"]) == (60, 20)  # the run's recipe
+
+
+def test_evaluate_differently_labelled_folder_gives_predictions_only(
+    finetune_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    root = tmp_path / "imgs"
+    for name, size in (("a.png", (40, 36)), ("b.jpg", (23, 51))):
+        path = root / "val" / "unsorted" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((*size, 3), 90, dtype=np.uint8)).save(path)
+    out = tmp_path / "eval"
+    args = ["evaluate", "--run", str(finetune_run), "--dataset", "imagefolder", "--data-root", str(root),
+            "--split", "val", "--out", str(out), "--workers", "0", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [Path(line["path"]).name for line in lines] == ["a.png", "b.jpg"]
+    for line in lines:
+        assert line["target"] is None and len(line["probabilities"]) == 10
+        assert line["label"] == f"class_{line['pred']}"  # the run's class names
+    assert not (out / "metrics.json").exists()
+    assert "not the run's classes" in caplog.text
 
 
 def test_finetune_from_scratch(tmp_path: Path):
@@ -120,6 +150,59 @@ def test_model_mismatch_is_a_clear_error(pretrain_run: Path, tmp_path: Path, cap
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "model size mismatch between pretrain" in err and "embed_dim 32 vs 256" in err
+
+
+def test_explicit_model_size_in_both_stages(tmp_path: Path):
+    pre, out = tmp_path / "pre", tmp_path / "sized"
+    size = ["--embed-dim", "48", "--depth", "1", "--heads", "4", "--mlp-ratio", "2"]
+    assert main(["pretrain", *PRETRAIN, "--epochs", "1", *size, "--out", str(pre)]) == 0
+    assert main(["finetune", *FINETUNE, "--init", str(pre), "--epochs", "1", *size, "--out", str(out)]) == 0
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert (config["embed_dim"], config["depth"], config["num_heads"], config["mlp_ratio"]) == (48, 1, 4, 2.0)
+    assert config["patch_size"] is None  # unset: the preset's
+    best = out / "checkpoints" / "best"
+    model = json.loads((best / "meta.json").read_text())["model"]
+    assert (model["embed_dim"], model["depth"], model["num_heads"], model["mlp_ratio"]) == (48, 1, 4, 2.0)
+    assert model["patch_size"] == 4 and model["name"] == "vit_micro"
+    weights = load_model_weights(best)
+    assert weights["patch_embed.proj.weight"].shape[0] == 48
+    assert weights["blocks.0.mlp.fc1.weight"].shape == (96, 48)
+    assert not any(k.startswith("blocks.1.") for k in weights)
+
+
+def test_size_flags_that_disagree_with_the_pretrain_run(pretrain_run: Path, tmp_path: Path, capsys):
+    args = ["finetune", *FINETUNE, "--init", str(pretrain_run), "--embed-dim", "48", "--depth", "1",
+            "--out", str(tmp_path / "x")]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "model size mismatch between pretrain" in err and "embed_dim 32 vs 48, depth 2 vs 1" in err
+
+
+@pytest.mark.slow
+def test_compile_failure_is_a_clear_error(tmp_path: Path, monkeypatch, capsys):
+    import torch._dynamo
+    import torch._inductor.config
+
+    # Inductor needs a C++ compiler on CPU; point it at one that does not exist.
+    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", (None, str(tmp_path / "no-such-g++")))
+    args = [
+        "finetune",
+        *FINETUNE,
+        "--from-scratch",
+        "--epochs",
+        "1",
+        "--compile",
+        "--out",
+        str(tmp_path / "c"),
+    ]
+    try:
+        assert main(args) == 2
+    finally:
+        torch._dynamo.reset()
+    err = capsys.readouterr().err
+    assert (
+        "error: --compile failed (run without it)" in err and "C++ compiler" in err and "Traceback" not in err
+    )
 
 
 def test_missing_data_is_the_datasets_message(tmp_path: Path, capsys):

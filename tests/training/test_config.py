@@ -32,6 +32,8 @@ def test_defaults_follow_the_paper():
         (PretrainConfig, {"precision": "fp16"}, "precision must be one of"),
         (PretrainConfig, {"warmup_epochs": 5, "epochs": 2}, "warmup_epochs must be in"),
         (PretrainConfig, {"decoder_embed_dim": 30, "decoder_num_heads": 4}, "divisible"),
+        (PretrainConfig, {"embed_dim": 0}, "embed_dim must be > 0"),
+        (PretrainConfig, {"mlp_ratio": -1.0}, "mlp_ratio must be > 0"),
         (FinetuneConfig, {}, "exactly one of --init"),
         (FinetuneConfig, {"init": "x", "from_scratch": True}, "exactly one of --init"),
         (FinetuneConfig, {"from_scratch": True, "layer_decay": 1.5}, "layer_decay"),
@@ -44,9 +46,16 @@ def test_validation_names_the_problem(cls, changes, message):
 
 
 def test_yaml_round_trip(tmp_path: Path):
-    cfg = FinetuneConfig(**BASE, init="pre", dataset_options={"imbalance_factor": 10}, clip_grad=1.0)
+    cfg = FinetuneConfig(**BASE, init="pre", dataset_options={"imbalance_factor": 10}, clip_grad=1.0,
+                         embed_dim=48, depth=1, mlp_ratio=2.0)  # fmt: skip
     tmp_path.joinpath("config.yaml").write_text(config_to_yaml(cfg))
     assert load_run_config(tmp_path) == cfg
+
+
+def test_model_sizes_are_the_overrides_that_are_set():
+    assert PretrainConfig(**BASE).model_sizes() == {}
+    cfg = PretrainConfig(**BASE, patch_size=8, num_heads=4, mlp_ratio=2)
+    assert cfg.model_sizes() == {"patch_size": 8, "num_heads": 4, "mlp_ratio": 2.0}
 
 
 def test_from_dict_coerces_yaml_strings_and_rejects_unknown_keys():

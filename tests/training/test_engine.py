@@ -9,6 +9,8 @@ from safetensors.torch import load_file
 
 from livt.training import engine
 from livt.training.cli import main
+from livt.training.distributed import DistEnv
+from livt.training.optim import build_optimizer, build_scheduler
 
 from .conftest import TINY
 
@@ -92,3 +94,40 @@ def test_nan_loss_leaves_last_good_checkpoint(tmp_path: Path, monkeypatch, capsy
     assert meta["epoch"] == 0
     assert all(torch.isfinite(t).all() for t in _weights(out).values())
     assert main(["pretrain", "--resume", "--quiet", "--out", str(out)]) == 0  # the checkpoint still resumes
+
+
+def test_precision_auto_and_fp32_on_cpu_are_fp32():
+    cpu = torch.device("cpu")
+    assert engine.resolve_precision("auto", cpu) is None and engine.resolve_precision("fp32", cpu) is None
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_is_a_clear_error(monkeypatch):
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("oneDNN has no bf16 on this CPU at all")
+    # An AVX-512 x86 CPU without AVX512-BF16 / AMX: oneDNN would take it, emulating bf16.
+    monkeypatch.setattr(engine.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    with pytest.raises(engine.ConfigError, match=r"no native bf16 instructions.*--precision fp32"):
+        engine.resolve_precision("bf16", torch.device("cpu"))
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert engine.resolve_precision("bf16", torch.device("cpu")) is torch.bfloat16
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_progress_bar_shows_loss_lr_and_throughput_unless_quiet(progress, capsys):
+    model = torch.nn.Linear(4, 2)
+    loader = [(torch.randn(8, 4), torch.randint(0, 2, (8,))) for _ in range(3)]
+    optimizer = build_optimizer(model, lr=0.1, weight_decay=0.0, betas=(0.9, 0.999))
+    scheduler = build_scheduler(optimizer, total_steps=3, warmup_steps=0, min_lr=0.0)
+    env = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    stats = engine.train_one_epoch(
+        model, loader, lambda m, x, y: torch.nn.functional.cross_entropy(m(x), y), optimizer, scheduler,
+        env=env, epoch=0, step=0, steps_per_epoch=3, progress=progress,
+    )  # fmt: skip
+    assert stats.step == 3 and stats.images_per_s > 0
+    err = capsys.readouterr().err
+    if progress:
+        assert all(f"{key}=" in err for key in ("loss", "lr", "img_s")) and "3/3" in err
+    else:
+        assert err == ""

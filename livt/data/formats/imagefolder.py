@@ -9,12 +9,13 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 from livt.data.formats import missing
 
 
-def scan_classes(root: str | Path) -> list[str]:
-    """Sorted class folder names of ``root/train``; they define the label indices of every split."""
-    train = Path(root) / "train"
-    if not train.is_dir():
-        raise missing("image folder training split", [train], "Expected root/train/<class>/<image>.")
-    classes, _ = find_classes(train)
+def scan_classes(root: str | Path, split: str = "train") -> list[str]:
+    """Sorted class folder names of ``root/<split>``; those of train define every split's labels."""
+    folder = Path(root) / split
+    if not folder.is_dir():
+        what = "image folder training split" if split == "train" else f"image folder split {split!r}"
+        raise missing(what, [folder], f"Expected root/{split}/<class>/<image>.")
+    classes, _ = find_classes(folder)
     return classes
 
 

@@ -1,0 +1,116 @@
+"""The artifact contract shared by export (writer) and serving (reader); see docs/architecture.md.
+
+Torch-free and TensorRT-free (stdlib only), like ``livt.prior``: serving imports it without pulling
+``livt.export``. It holds the tensor names, the metadata key and format version, the ``X.sha256``
+checksum sidecar, and the TensorRT ``X.plan.json`` sidecar with the check that an engine fits the
+GPU and TensorRT it is about to run on (a serialized engine only runs on the GPU architecture and
+the exact TensorRT version that built it, so a mismatch must fail with a message, not a crash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+METADATA_KEY = "livt"  # ONNX metadata_props key (and Triton parameter) holding the metadata JSON
+FORMAT_VERSION = 1
+INPUT_NAME = "input"
+OUTPUT_NAMES = ("logits", "probabilities")
+CHECKSUM_SUFFIX = ".sha256"
+ENGINE_KEYS = ("tensorrt_version", "gpu_name", "compute_capability")
+
+
+class EngineMismatchError(RuntimeError):
+    """An engine built for another GPU or TensorRT version, or one without a usable sidecar."""
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checksum_path(artifact: Path) -> Path:
+    """``X.onnx`` -> ``X.onnx.sha256``, the sidecar ``livt-serve`` checks an artifact against."""
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + CHECKSUM_SUFFIX)
+
+
+def write_checksum(path: Path, name: str | None = None) -> Path:
+    """Write ``path``'s sha256 beside it in ``sha256sum`` format; return the sidecar.
+
+    ``name`` is the file name recorded in the sidecar (default ``path``'s own): the final name when
+    ``path`` is a temporary file about to be renamed, so ``sha256sum -c`` works where it lands.
+    """
+    sidecar = checksum_path(path)
+    sidecar.write_text(f"{sha256_file(path)}  {name or Path(path).name}\n", encoding="utf-8")
+    return sidecar
+
+
+def read_checksum(artifact: Path) -> str | None:
+    """The digest recorded in ``artifact``'s sidecar (bare hex or ``sha256sum`` line), None without one.
+
+    Returned as written (possibly empty or malformed): the caller validates it.
+    """
+    sidecar = checksum_path(artifact)
+    if not sidecar.is_file():
+        return None
+    words = sidecar.read_text(encoding="utf-8").split()
+    return words[0] if words else ""
+
+
+def engine_sidecar_path(plan_path: Path) -> Path:
+    """``X.plan`` -> ``X.plan.json``."""
+    plan_path = Path(plan_path)
+    return plan_path.with_name(plan_path.name + ".json")
+
+
+def read_engine_sidecar(plan_path: Path) -> dict[str, Any]:
+    """The JSON sidecar of engine ``plan_path``; ``EngineMismatchError`` if absent or incomplete."""
+    path = engine_sidecar_path(plan_path)
+    try:
+        sidecar = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise EngineMismatchError(
+            f"{plan_path}: a TensorRT engine needs its metadata sidecar {path.name}, which is missing "
+            "(it records the GPU and TensorRT that built the engine)"
+        ) from exc
+    except json.JSONDecodeError as exc:
+        raise EngineMismatchError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(sidecar, dict):
+        raise EngineMismatchError(f"{path} is not a JSON object")
+    missing = [k for k in ENGINE_KEYS if k not in sidecar]
+    if missing:
+        raise EngineMismatchError(f"{path} lacks {missing}")
+    return sidecar
+
+
+def engine_mismatches(sidecar: dict[str, Any], runtime: dict[str, Any]) -> list[str]:
+    """Human-readable differences between the build environment and ``runtime`` (empty: compatible).
+
+    ``runtime`` has the ``ENGINE_KEYS``: the TensorRT version string, the GPU name and the compute
+    capability as ``"major.minor"``.
+    """
+    return [
+        f"{key}: engine built with {sidecar.get(key)!r}, this machine has {runtime.get(key)!r}"
+        for key in ENGINE_KEYS
+        if str(sidecar.get(key)) != str(runtime.get(key))
+    ]
+
+
+def check_engine_compatible(plan_path: Path, runtime: dict[str, Any]) -> dict[str, Any]:
+    """Return the sidecar of ``plan_path`` if the engine can run under ``runtime``; raise otherwise."""
+    sidecar = read_engine_sidecar(plan_path)
+    differences = engine_mismatches(sidecar, runtime)
+    if differences:
+        raise EngineMismatchError(
+            f"refusing TensorRT engine {plan_path}: "
+            + "; ".join(differences)
+            + ". Rebuild it on this machine with `livt-export --format tensorrt`."
+        )
+    return sidecar
