@@ -56,9 +56,13 @@ test: lint pytest serve-check
 study: install data
 	$(PY) benchmarks/study.py --runs $(RUNS)/study
 
-bench: install data
-	$(PY) benchmarks/bench_train.py
-	$(PY) benchmarks/bench_infer.py --run $(RUNS)/fmnist/finetune
+# Figures for docs/performance.md, on the demo's model (run `make demo` first).
+FMNIST_VIT := --img-size 28 --patch-size 4 --in-chans 1 --embed-dim 128 --depth 6 --heads 4 \
+	--num-classes 10 --decoder-dim 128 --decoder-depth 2 --decoder-heads 4
+bench: install
+	$(PY) benchmarks/bench_train.py $(FMNIST_VIT) --batch-size 256 --steps 10 --precision fp32
+	$(PY) benchmarks/bench_train.py $(FMNIST_VIT) --batch-size 256 --steps 10 --precision bf16
+	$(PY) benchmarks/bench_infer.py --run $(RUNS)/fmnist/finetune --out $(RUNS)/bench/infer.json
 	$(PY) benchmarks/bench_serve.py --model $(RUNS)/fmnist/export/model.onnx
 
 clean:

@@ -262,7 +262,12 @@ def run_study(study: Study) -> tuple[dict[float, Result], float | None, dict[str
             if result is not None:
                 sweep[tau] = result
         tau_star = choose_tau(sweep) if len(sweep) == len(study.taus) else TAU_PENDING
-        print(f"   tau chosen on val: {tau_star}", flush=True)
+        pending = (
+            " (known once the sweep has run; its seed-0 run is then reused)"
+            if tau_star == TAU_PENDING
+            else ""
+        )
+        print(f"   tau chosen on val: {tau_star}{pending}", flush=True)
     print("== grid" + (f" and seeds {', '.join(map(str, study.seeds))}" if len(study.seeds) > 1 else ""))
     cells: dict[str, list[Result]] = {}
     for cell in study.cells:
@@ -405,9 +410,6 @@ def write_report(
         stats = [_fmt_stat(results, k) for k in ("balanced_acc", "many", "medium", "few", "tail3")]
         calib = [_fmt_stat(results, k) for k in ("ece_before", "ece_after", "temperature")]
         lines.append(f"| {_label(cell)} | {len(results)} | {tau} | {' | '.join(stats + calib)} |")
-    missing = [c for c, rs in cells.items() if not rs]
-    if missing:
-        lines += ["", f"Not finished yet: {', '.join(missing)}."]
 
     if sweep:
         lines += [
@@ -425,7 +427,7 @@ def write_report(
             )
 
     lines += ["", "## Figures", ""]
-    for name, caption in _figures(done, figures, study.seeds[0]):
+    for name, caption in _figures(done, figures):
         lines += [f"![{caption}](figures/{name})", "", f"*{caption}*", ""]
 
     lines += ["## Comparisons (differences of the means above, test split)", ""]
@@ -485,7 +487,7 @@ def _previous_verdict(results_path: Path) -> str:
     return f"{VERDICT_START}\n_To be written from the numbers above (kept when the study is re-run)._\n{VERDICT_END}"
 
 
-def _figures(cells: dict[str, list[Result]], figures: Path, base_seed: int) -> list[tuple[str, str]]:
+def _figures(cells: dict[str, list[Result]], figures: Path) -> list[tuple[str, str]]:
     """Draw the study's figures; return ``(file name, caption)`` of those drawn."""
     drawn = []
     counts = next(iter(cells.values()))[0].metrics["train_counts"]
@@ -503,7 +505,7 @@ def _figures(cells: dict[str, list[Result]], figures: Path, base_seed: int) -> l
     curves = {
         f"{_label(c)} (seed {rs[0].spec.seed})": rs[0].history
         for c, rs in cells.items()
-        if c.split("/")[1] in ("ce", "bal-bce") and rs[0].spec.seed == base_seed
+        if c.split("/")[1] in ("ce", "bal-bce")
     }
     if curves:
         plots.plot_val_curves(curves, figures / "study_val_curves.png")

@@ -25,7 +25,17 @@ echo "== venv in $work (no torch)"
 "$python" -m venv "$work/venv"
 venv="$work/venv/bin"
 "$venv/pip" install --quiet --disable-pip-version-check -r "$repo/docker/requirements-serve.txt"
-"$venv/pip" install --quiet --disable-pip-version-check --no-deps "$repo"
+# Install from a copy of the image's build context, exactly what .dockerignore lets in: pip builds
+# in place, so installing "$repo" itself could pick up a stale build/ (modules deleted since) or
+# files the image never sees.
+src="$work/src"
+mkdir -p "$src/docker"
+for file in pyproject.toml README.md LICENSE; do
+    if [[ -e "$repo/$file" ]]; then cp "$repo/$file" "$src/"; fi
+done
+cp "$repo/docker/requirements-serve.txt" "$src/docker/"
+tar -C "$repo" --exclude=__pycache__ --exclude='*.pyc' -cf - livt | tar -C "$src" -xf -
+"$venv/pip" install --quiet --disable-pip-version-check --no-deps "$src"
 "$venv/python" -c "import importlib.util as u, livt.serving; assert u.find_spec('torch') is None, 'torch is installed'"
 
 echo "== livt-serve on port $port"

@@ -10,6 +10,8 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from livt.images import load_image
+
 Transform = Callable[[Image.Image], Any]
 
 
@@ -93,13 +95,15 @@ class ArrayDataset(LTDataset):
 
 
 class FileDataset(LTDataset):
-    """Images read lazily from files; ``samples`` holds ``(path, target)`` so results can name files."""
+    """Images read lazily from files; ``samples`` holds ``(path, target)`` so results can name files.
+
+    Files are decoded by ``livt.images`` exactly as the server decodes uploads (EXIF orientation,
+    alpha onto white, 16-bit rescaled), so evaluation and serving see the same pixels.
+    """
 
     def __init__(self, info: DatasetInfo, samples: list[tuple[str, int]], transform: Transform | None = None):
         super().__init__(info, [t for _, t in samples], transform)
         self.samples = samples
-        self._mode = "L" if info.channels == 1 else "RGB"
 
     def load(self, index: int) -> Image.Image:
-        with Image.open(self.samples[index][0]) as image:
-            return image.convert(self._mode)
+        return load_image(self.samples[index][0], self.info.channels)

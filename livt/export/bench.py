@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from livt.export.metadata import INPUT_NAME, read_onnx_metadata
+from livt.artifact import INPUT_NAME
+from livt.export.metadata import read_onnx_metadata
 
 DEFAULT_BATCH_SIZES = (1, 8, 32, 128)
 

@@ -77,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--int8-min-agreement", type=float, default=0.9, help="min top-1 agreement for INT8/FP16"
     )
-    check.add_argument("--verify-samples", type=int, default=256, help="val images checked against PyTorch")
+    check.add_argument(
+        "--verify-samples", type=int, default=256, help="images (val, else test) checked against PyTorch"
+    )
     check.add_argument(
         "--eval-split",
         default="test",
@@ -92,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--few", type=int, help="few-shot: fewer training images than this (default: the run's, else 20)"
     )
     check.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
+    check.add_argument(
+        "--workers", type=int, default=0, help="data loading processes for streamed splits (default 0)"
+    )
     trt = p.add_argument_group("TensorRT")
     trt.add_argument("--fp16", action="store_true", help="FP16 engine (LayerNorm and softmax pinned to FP32)")
     trt.add_argument("--min-batch", type=int, help="engine profile minimum batch (default 1)")
@@ -167,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         triton_platform=args.triton_platform,
         triton_max_batch=args.triton_max_batch,
         threads=args.threads,
+        workers=args.workers,
     )
     try:
         result = run_export(options)

@@ -1,22 +1,19 @@
 """The artifact metadata: the JSON stored in ONNX ``metadata_props["livt"]`` and engine sidecars.
 
-Torch-free (stdlib + onnx only where a model file is read) so serving can read artifacts.
+Torch-free (stdlib + onnx only where a model file is read). The names and keys of the contract
+itself live in ``livt.artifact``, which serving shares.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
 import livt
+from livt.artifact import FORMAT_VERSION, INPUT_NAME, METADATA_KEY, OUTPUT_NAMES
 
-METADATA_KEY = "livt"
-FORMAT_VERSION = 1
-INPUT_NAME = "input"
-OUTPUT_NAMES = ("logits", "probabilities")
 QUANTIZATION_MODES = (None, "int8-dynamic", "int8-qdq")
 # The run's metrics.json subset worth carrying (per-class lists and confusion matrices stay behind).
 _METRIC_KEYS = (
@@ -96,12 +93,3 @@ def read_onnx_metadata(path: Path) -> dict[str, Any]:
         if prop.key == METADATA_KEY:
             return json.loads(prop.value)
     raise ValueError(f"{path} has no metadata_props[{METADATA_KEY!r}]: not a livt export")
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -20,7 +20,8 @@ import onnx
 import torch
 from torch import nn
 
-from livt.export.metadata import INPUT_NAME, OUTPUT_NAMES, write_onnx_metadata
+from livt.artifact import INPUT_NAME, OUTPUT_NAMES
+from livt.export.metadata import write_onnx_metadata
 
 logger = logging.getLogger(__name__)
 

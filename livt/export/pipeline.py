@@ -16,15 +16,15 @@ from typing import Any
 
 import numpy as np
 
+from livt.artifact import checksum_path, engine_sidecar_path, write_checksum
 from livt.export.errors import ExportError, VerificationError
-from livt.export.metadata import build_metadata, sha256_file
+from livt.export.metadata import build_metadata
 from livt.prior import PriorError
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "tensorrt", "triton")
 REPORT_FILE = "export_report.json"
-CHECKSUM_SUFFIX = ".sha256"
 DEFAULT_MANY, DEFAULT_FEW = 100, 20
 _EVAL_KEYS = ("top1", "balanced_acc", "many", "medium", "few", "ece", "nll")
 
@@ -62,6 +62,7 @@ class ExportOptions:
     triton_platform: str = "onnxruntime_onnx"
     triton_max_batch: int = 128
     threads: int | None = None
+    workers: int = 0  # data loading processes for the streamed splits (0: in this process)
 
     def validate(self) -> None:
         """Raise ``ExportError`` naming the first unsupported option or combination."""
@@ -103,6 +104,8 @@ class ExportOptions:
             raise ExportError(f"need 0 <= --few ({self.few}) <= --many ({self.many})")
         if self.verify_samples < 1:
             raise ExportError("--verify-samples must be >= 1")
+        if self.workers < 0:
+            raise ExportError(f"--workers must be >= 0, got {self.workers}")
 
     @property
     def resolved_int8_mode(self) -> str | None:
@@ -129,7 +132,7 @@ class ExportResult:
 def run_export(opts: ExportOptions) -> ExportResult:
     """Export ``opts.run_dir`` as ``opts`` asks. Raises ``ExportError`` / ``VerificationError``."""
     from livt.export.fold import FoldedClassifier, resolve_prior_fold
-    from livt.export.source import load_source, load_split
+    from livt.export.source import load_source, load_subset, open_split
 
     opts.validate()
     if opts.builds_engine:
@@ -149,16 +152,22 @@ def run_export(opts: ExportOptions) -> ExportResult:
     except PriorError as exc:
         raise ExportError(f"--prior: {exc}") from exc
 
-    x_val, y_val = load_split(source, "val", data_root=opts.data_root)
-    eval_data = None
-    if opts.eval_split == "val":
-        eval_data = (x_val, y_val)
-    elif opts.eval_split == "test":
-        eval_data = load_split(source, "test", data_root=opts.data_root, limit=opts.eval_limit)
+    # Splits are opened, not loaded: whole splits are streamed batch by batch (a val or test split
+    # of ImageNet-LT at 224 px would be tens of GB as float32), and only the small verification
+    # subset is held as an array.
+    val = _open_val(source, opts)
+    if opts.eval_split == "test":
+        eval_set = open_split(source, "test", data_root=opts.data_root)
+    else:
+        eval_set = val if opts.eval_split == "val" else None
+    check_set = val if val is not None else eval_set
+    if check_set is None:
+        check_set = open_split(source, "test", data_root=opts.data_root)
+    x_check, _ = load_subset(check_set, opts.verify_samples)
 
     temperature, calibration = 1.0, None
     if opts.calibrate:
-        temperature, calibration = _calibrate(source, fold, (x_val, y_val), eval_data, opts.eval_split)
+        temperature, calibration = _calibrate(source, fold, val, eval_set, opts)
     folded = FoldedClassifier(source.model, fold.offset, temperature)
 
     def metadata(quantization: str | None = None) -> dict[str, Any]:
@@ -186,16 +195,16 @@ def run_export(opts: ExportOptions) -> ExportResult:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.tmp-") as tmp_name:
         tmp = Path(tmp_name)
-        variants = _export_onnx_variants(opts, source, folded, x_val, metadata, tmp, report)
-        if eval_data is not None:
-            report["evaluation"] = _evaluate(variants, eval_data, source, opts)
+        variants = _export_onnx_variants(opts, source, folded, x_check, metadata, tmp, report)
+        if eval_set is not None:
+            report["evaluation"] = _evaluate(variants, eval_set, source, opts)
         if opts.format == "onnx":
             files = _publish_onnx(variants, out, report)
             return ExportResult(files[0], files, report)
         if opts.format == "tensorrt":
-            files = _publish_engine(opts, variants, folded, x_val, metadata, out, tmp, report)
+            files = _publish_engine(opts, variants, folded, x_check, metadata, out, tmp, report)
             return ExportResult(files[0], files, report)
-        return _publish_triton(opts, variants, folded, x_val, metadata, out, tmp, report)
+        return _publish_triton(opts, variants, folded, x_check, metadata, out, tmp, report)
 
 
 def _with_group_thresholds(opts: ExportOptions, run_metrics: dict[str, Any]) -> ExportOptions:
@@ -210,19 +219,49 @@ def _with_group_thresholds(opts: ExportOptions, run_metrics: dict[str, Any]) -> 
     return replace(opts, many=int(many), few=int(few))
 
 
+def _open_val(source: Any, opts: ExportOptions) -> Any | None:
+    """The val split, or None when the run has none and nothing requires it (``val_per_class=0``)."""
+    from livt.export.source import open_split
+
+    try:
+        return open_split(source, "val", data_root=opts.data_root)
+    except ExportError as exc:
+        needed_by = (
+            "--calibrate" if opts.calibrate else "--eval-split val" if opts.eval_split == "val" else None
+        )
+        if needed_by:
+            raise ExportError(f"{needed_by} needs the val split: {exc}") from exc
+        logger.info("no val split (%s); verifying on test images", exc)
+        return None
+
+
+def _torch_logits(
+    module: Any, dataset: Any, opts: ExportOptions, limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``module``'s logits and the targets over ``dataset``, streamed batch by batch."""
+    from livt.export.onnx import run_torch
+    from livt.export.source import iter_batches
+
+    logits, targets = [], []
+    for x, y in iter_batches(dataset, limit=limit, workers=opts.workers):
+        logits.append(run_torch(module, x)[0])
+        targets.append(y)
+    return np.concatenate(logits), np.concatenate(targets)
+
+
 def _calibrate(
-    source: Any, fold: Any, val: tuple[np.ndarray, np.ndarray], eval_data: Any, eval_split: str | None
+    source: Any, fold: Any, val: Any, eval_set: Any, opts: ExportOptions
 ) -> tuple[float, dict[str, Any]]:
     from livt.export.fold import FoldedClassifier, fit_temperature, prior_weights
-    from livt.export.onnx import run_torch
     from livt.training.metrics import compute_metrics
 
     raw = FoldedClassifier(source.model, np.zeros(source.num_classes, dtype=np.float32))
     counts = source.meta["class_counts"]
-    z_val = run_torch(raw, val[0])[0] + fold.offset
-    weights = prior_weights(val[1], fold.pi, source.num_classes)
-    temperature = fit_temperature(z_val, val[1], weights)
-    logger.info("fitted temperature %.4f on %d val images", temperature, len(val[1]))
+    z_val, y_val = _torch_logits(raw, val, opts)
+    z_val += fold.offset
+    weights = prior_weights(y_val, fold.pi, source.num_classes)
+    temperature = fit_temperature(z_val, y_val, weights)
+    logger.info("fitted temperature %.4f on %d val images", temperature, len(y_val))
 
     def scores(z: np.ndarray, y: np.ndarray) -> dict[str, float]:
         before, after = compute_metrics(z, y, counts), compute_metrics(z / temperature, y, counts)
@@ -237,24 +276,24 @@ def _calibrate(
         "method": "temperature",
         "temperature": temperature,
         "split": "val",
-        "size": len(val[1]),
+        "size": len(y_val),
         "weighted_by_prior": weights is not None,
-        "val": scores(z_val, val[1]),
+        "val": scores(z_val, y_val),
     }
-    if eval_data is not None and eval_split == "test":
-        calibration["test"] = scores(run_torch(raw, eval_data[0])[0] + fold.offset, eval_data[1])
+    if eval_set is not None and opts.eval_split == "test":
+        z_test, y_test = _torch_logits(raw, eval_set, opts, limit=opts.eval_limit)
+        calibration["test"] = scores(z_test + fold.offset, y_test)
     return temperature, calibration
 
 
 def _export_onnx_variants(
-    opts: ExportOptions, source: Any, folded: Any, x_val: np.ndarray, metadata: Any, tmp: Path, report: dict
+    opts: ExportOptions, source: Any, folded: Any, x_check: np.ndarray, metadata: Any, tmp: Path, report: dict
 ) -> dict[str, Path]:
-    """Export the fp32 ONNX and the requested variants into ``tmp``, verifying each one."""
+    """Export the fp32 ONNX and the requested variants into ``tmp``, verifying each on ``x_check``."""
     from livt.export.onnx import compare, export_onnx, make_session, run_onnx, run_torch
     from livt.export.quantize import INT8_MODES, optimize_onnx, quantize_int8_dynamic, quantize_int8_static
-    from livt.export.source import load_split
+    from livt.export.source import load_subset, open_split
 
-    x_check = x_val[: opts.verify_samples]
     reference = run_torch(folded, x_check)
     variants: dict[str, Path] = {"onnx-fp32": tmp / "model.onnx"}
     export_onnx(folded, variants["onnx-fp32"], source.input_shape, metadata(), opset=opts.opset)
@@ -275,7 +314,8 @@ def _export_onnx_variants(
         if mode == "dynamic":
             quantize_int8_dynamic(variants["onnx-fp32"], variants[name], metadata(INT8_MODES[mode]))
         else:
-            images, _ = load_split(source, "train", data_root=opts.data_root, limit=opts.calibration_images)
+            train = open_split(source, "train", data_root=opts.data_root)
+            images, _ = load_subset(train, opts.calibration_images)
             quantize_int8_static(variants["onnx-fp32"], variants[name], metadata(INT8_MODES[mode]), images)
 
     for name, path in variants.items():
@@ -286,7 +326,7 @@ def _export_onnx_variants(
         elif parity.max_abs_diff_logits > opts.atol:
             raise VerificationError(
                 f"{name}: ONNX Runtime and PyTorch logits differ by {parity.max_abs_diff_logits:.3g} > --atol "
-                f"{opts.atol:g} on {parity.samples} val images (top-1 agreement {parity.top1_agreement:.3f}); "
+                f"{opts.atol:g} on {parity.samples} images (top-1 agreement {parity.top1_agreement:.3f}); "
                 "nothing was written"
             )
     return variants
@@ -300,17 +340,24 @@ def _check_agreement(name: str, agreement: float, threshold: float, max_diff: fl
         )
 
 
-def _evaluate(
-    variants: dict[str, Path], data: tuple[np.ndarray, np.ndarray], source: Any, opts: ExportOptions
-) -> dict:
+def _evaluate(variants: dict[str, Path], dataset: Any, source: Any, opts: ExportOptions) -> dict:
+    """Every variant's metrics on the eval split, in one streamed pass (each batch decoded once)."""
     from livt.export.onnx import make_session, run_onnx
+    from livt.export.source import iter_batches
     from livt.training.metrics import compute_metrics
 
-    x, y = data
+    sessions = {name: make_session(path, threads=opts.threads) for name, path in variants.items()}
+    logits: dict[str, list[np.ndarray]] = {name: [] for name in variants}
+    targets = []
+    for x, y in iter_batches(dataset, limit=opts.eval_limit, workers=opts.workers):
+        for name, session in sessions.items():
+            logits[name].append(run_onnx(session, x)[0])
+        targets.append(y)
+    y = np.concatenate(targets)
     results = {}
-    for name, path in variants.items():
+    for name in variants:
         metrics = compute_metrics(
-            run_onnx(make_session(path, threads=opts.threads), x)[0],
+            np.concatenate(logits[name]),
             y,
             source.meta["class_counts"],
             many=opts.many,
@@ -336,7 +383,7 @@ def _publish_onnx(variants: dict[str, Path], out: Path, report: dict) -> list[Pa
     report["artifacts"] = {name: str(path) for name, path in targets.items()}
     report_path = out.parent / REPORT_FILE
     _write_json(variants["onnx-fp32"].parent / REPORT_FILE, report)
-    sums = {name: _write_checksum(path, targets[name].name) for name, path in variants.items()}
+    sums = {name: write_checksum(path, targets[name].name) for name, path in variants.items()}
     written = []
     for name, path in variants.items():
         # Checksum first: in between, serving refuses the pair (mismatch) rather than serving unchecked.
@@ -347,29 +394,16 @@ def _publish_onnx(variants: dict[str, Path], out: Path, report: dict) -> list[Pa
     return [*written, report_path]
 
 
-def checksum_path(artifact: Path) -> Path:
-    """``X.onnx.sha256``: the sidecar ``livt-serve`` checks an artifact against."""
-    return artifact.with_name(artifact.name + CHECKSUM_SUFFIX)
-
-
-def _write_checksum(path: Path, name: str) -> Path:
-    """Write ``path``'s sha256 in ``sha256sum`` format under its final file ``name``; return the file."""
-    sidecar = checksum_path(path)
-    sidecar.write_text(f"{sha256_file(path)}  {name}\n", encoding="utf-8")
-    return sidecar
-
-
 def _build_verified_engine(
     opts: ExportOptions,
     variants: dict[str, Path],
     folded: Any,
-    x_val: np.ndarray,
+    x_check: np.ndarray,
     metadata: Any,
     plan: Path,
     report: dict,
 ) -> dict[str, Any]:
     """Build ``plan`` (+ sidecar) from the fp32 or Q/DQ ONNX and verify it on the GPU."""
-    from livt.export.engine_meta import sidecar_path
     from livt.export.onnx import compare, run_torch
     from livt.export.tensorrt import EngineProfile, build_engine, load_engine, run_engine
 
@@ -395,8 +429,7 @@ def _build_verified_engine(
             "max_batch": profile.max_batch,
         },
     }
-    _write_json(sidecar_path(plan), sidecar)
-    x_check = x_val[: opts.verify_samples]
+    _write_json(engine_sidecar_path(plan), sidecar)
     parity = compare(run_torch(folded, x_check), run_engine(load_engine(plan), x_check, profile.max_batch))
     report["parity"]["tensorrt"] = parity.to_dict()
     if opts.int8 or opts.fp16:
@@ -412,29 +445,27 @@ def _build_verified_engine(
 
 
 def _publish_engine(
-    opts, variants, folded, x_val, metadata, out: Path, tmp: Path, report: dict
+    opts, variants, folded, x_check, metadata, out: Path, tmp: Path, report: dict
 ) -> list[Path]:
-    from livt.export.engine_meta import sidecar_path
-
     plan = tmp / out.name
-    _build_verified_engine(opts, variants, folded, x_val, metadata, plan, report)
+    _build_verified_engine(opts, variants, folded, x_check, metadata, plan, report)
     report["artifacts"] = {"tensorrt": str(out)}
     _write_json(tmp / REPORT_FILE, report)
-    os.replace(sidecar_path(plan), sidecar_path(out))
+    os.replace(engine_sidecar_path(plan), engine_sidecar_path(out))
     os.replace(plan, out)
     os.replace(tmp / REPORT_FILE, out.parent / REPORT_FILE)
-    return [out, sidecar_path(out), out.parent / REPORT_FILE]
+    return [out, engine_sidecar_path(out), out.parent / REPORT_FILE]
 
 
 def _publish_triton(
-    opts, variants, folded, x_val, metadata, out: Path, tmp: Path, report: dict
+    opts, variants, folded, x_check, metadata, out: Path, tmp: Path, report: dict
 ) -> ExportResult:
     from livt.export.triton import write_triton_model
 
     staged = tmp / "repository" / opts.triton_name
     if opts.triton_platform == "tensorrt_plan":
         model_file = tmp / "model.plan"
-        model_meta = _build_verified_engine(opts, variants, folded, x_val, metadata, model_file, report)
+        model_meta = _build_verified_engine(opts, variants, folded, x_check, metadata, model_file, report)
     else:
         name = next(
             n for n in ("onnx-int8-dynamic", "onnx-int8-qdq", "onnx-optimized", "onnx-fp32") if n in variants

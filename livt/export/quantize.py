@@ -30,7 +30,8 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.transformers.optimizer import optimize_model
 
-from livt.export.metadata import INPUT_NAME, write_onnx_metadata
+from livt.artifact import INPUT_NAME
+from livt.export.metadata import write_onnx_metadata
 
 logger = logging.getLogger(__name__)
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+from safetensors import SafetensorError
 from torch import nn
 
+from livt.artifact import sha256_file
 from livt.export.errors import ExportError
-from livt.export.metadata import sha256_file
 from livt.training.checkpoint import (
     WEIGHTS_FILE,
     CheckpointError,
@@ -74,48 +75,94 @@ def load_source(run_dir: Path, checkpoint: str = "best") -> ExportSource:
     ):
         raise ExportError(f"{ckpt_dir}/meta.json: classes, class_counts and model.num_classes disagree")
 
-    model = create_classifier(ViTConfig.from_dict(meta["model"]))
-    model.load_state_dict(load_model_weights(ckpt_dir), strict=True)
+    try:
+        model = create_classifier(ViTConfig.from_dict(meta["model"]))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ExportError(f"{ckpt_dir}/meta.json: invalid model config: {exc}") from exc
+    try:
+        model.load_state_dict(load_model_weights(ckpt_dir), strict=True)
+    except (CheckpointError, SafetensorError, OSError, RuntimeError) as exc:
+        # RuntimeError: missing/unexpected keys or shape mismatches against meta.json's model.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"{ckpt_dir}/{WEIGHTS_FILE}: cannot load the weights: {reason}") from exc
     model.eval()
-    metrics_path = run_dir / "metrics.json"
-    run_metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
+    run_metrics = _read_run_metrics(run_dir / "metrics.json")
     return ExportSource(run_dir, ckpt_dir, meta, model, sha256_file(ckpt_dir / WEIGHTS_FILE), run_metrics)
 
 
-def load_split(
-    source: ExportSource, split: str, *, data_root: Path | None = None, limit: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Images of ``split`` through the eval transform of ``meta.json``'s preprocess, as float32 arrays.
+def _read_run_metrics(path: Path) -> dict[str, Any]:
+    """The run's ``metrics.json`` (``{}`` when there is none); ``ExportError`` when it is broken."""
+    if not path.is_file():
+        return {}
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExportError(f"{path} is not readable JSON: {exc}") from exc
+    if not isinstance(metrics, dict):
+        raise ExportError(f"{path} is not a JSON object")
+    return metrics
 
-    Returns ``(x [N, C, H, W], y [N])``; ``limit`` takes an evenly spaced subset so every class of a
-    class-sorted split is represented.
+
+def open_split(source: ExportSource, split: str, *, data_root: Path | None = None) -> Any:
+    """The ``split`` data set with the eval transform of ``meta.json``'s preprocess (nothing decoded yet).
+
+    Raises ``ExportError`` when the split cannot be built (no data, no such split) or is empty.
     """
     from livt.data import DatasetInfo, DatasetNotFoundError, build_dataset, build_eval_transform
 
     meta, pp = source.meta, source.meta["preprocess"]
     options = dict(meta["dataset"].get("options") or {})
     root = data_root if data_root is not None else meta["dataset"].get("data_root")
-    info = DatasetInfo(
-        name=meta["dataset"]["name"],
-        classes=tuple(meta["classes"]),
-        channels=int(pp["channels"]),
-        image_size=int(pp["img_size"]),
-        mean=tuple(pp["mean"]),
-        std=tuple(pp["std"]),
-    )
-    transform = build_eval_transform(
-        info, int(pp["img_size"]), crop_pct=float(pp["crop_pct"]), interpolation=pp["interpolation"]
-    )
     try:
+        info = DatasetInfo(
+            name=meta["dataset"]["name"],
+            classes=tuple(meta["classes"]),
+            channels=int(pp["channels"]),
+            image_size=int(pp["img_size"]),
+            mean=tuple(pp["mean"]),
+            std=tuple(pp["std"]),
+        )
+        transform = build_eval_transform(
+            info, int(pp["img_size"]), crop_pct=float(pp["crop_pct"]), interpolation=pp["interpolation"]
+        )
         dataset = build_dataset(
             meta["dataset"]["name"], split, data_root=root, transform=transform, **options
         )
-    except (DatasetNotFoundError, OSError, ValueError) as exc:
+    except (DatasetNotFoundError, OSError, ValueError, TypeError, KeyError) as exc:
         raise ExportError(f"cannot read the {split!r} split of {meta['dataset']['name']}: {exc}") from exc
-    n = len(dataset)
-    if n == 0:
+    if len(dataset) == 0:
         raise ExportError(f"the {split!r} split of {meta['dataset']['name']} is empty")
-    indices = range(n) if limit is None or limit >= n else np.linspace(0, n - 1, limit).round().astype(int)
-    images, targets = zip(*(dataset[int(i)] for i in indices), strict=True)
-    x = torch.stack(list(images)).numpy().astype(np.float32)
-    return x, np.asarray(targets, dtype=np.int64)
+    return dataset
+
+
+def spread_indices(n: int, limit: int | None) -> np.ndarray:
+    """``limit`` evenly spaced indices of ``range(n)`` (all of them without a limit), so every class
+    of a class-sorted split is represented."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    return np.linspace(0, n - 1, limit).round().astype(int)
+
+
+def iter_batches(
+    dataset: Any, *, limit: int | None = None, batch_size: int = 64, workers: int = 0
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(x [B, C, H, W] float32, y [B])`` batches over ``dataset`` (``limit``: a spread subset).
+
+    Streams: only one batch of decoded images is in memory at a time (plus the loader's prefetch).
+    """
+    from torch.utils.data import DataLoader, Subset
+
+    subset = Subset(dataset, spread_indices(len(dataset), limit).tolist())
+    loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    for images, targets in loader:
+        yield images.numpy().astype(np.float32, copy=False), targets.numpy().astype(np.int64)
+
+
+def load_subset(dataset: Any, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """A spread subset of at most ``limit`` images of ``dataset`` as arrays ``(x [N, C, H, W], y [N])``.
+
+    For the small sets kept whole (parity checks, INT8 calibration); whole splits are streamed
+    with ``iter_batches``.
+    """
+    batches = list(iter_batches(dataset, limit=limit))
+    return np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches])

@@ -20,9 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from livt.export.engine_meta import check_engine_compatible
+from livt.artifact import INPUT_NAME, OUTPUT_NAMES, check_engine_compatible, sha256_file
 from livt.export.errors import ExportError
-from livt.export.metadata import INPUT_NAME, OUTPUT_NAMES, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +56,7 @@ def unavailable_reason() -> str | None:
 
 
 def runtime_environment() -> dict[str, str]:
-    """This machine's TensorRT version, GPU name and compute capability (``engine_meta.ENGINE_KEYS``)."""
+    """This machine's TensorRT version, GPU name and compute capability (``livt.artifact.ENGINE_KEYS``)."""
     import tensorrt as trt
     import torch
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from livt.export.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES
+from livt.artifact import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES
 
 PLATFORMS = {"onnxruntime_onnx": "model.onnx", "tensorrt_plan": "model.plan"}
 LABELS_FILE = "labels.txt"

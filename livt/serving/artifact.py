@@ -1,8 +1,10 @@
-"""The served artifact: its checksum and the ``livt`` metadata it carries (docs/architecture.md)."""
+"""The served artifact: its checksum and the ``livt`` metadata it carries (docs/architecture.md).
+
+The contract's names, format version and sidecar files come from ``livt.artifact``, shared with export.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -11,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from livt.artifact import FORMAT_VERSION, checksum_path, read_checksum, sha256_file
 from livt.serving.preprocess import PreprocessConfig
 
-FORMAT_VERSION = 1
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -47,15 +49,6 @@ class ArtifactInfo:
         return self.sha256[:12]
 
 
-def file_sha256(path: Path) -> str:
-    """The hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def verify_checksum(path: Path, expected: str | None = None) -> str:
     """Hash ``path`` and compare it with ``expected``, else with a ``PATH.sha256`` file beside it.
 
@@ -64,11 +57,9 @@ def verify_checksum(path: Path, expected: str | None = None) -> str:
     if not path.is_file():
         raise ArtifactError(f"model artifact {path} does not exist")
     source = "--sha256"
-    sidecar = path.with_name(path.name + ".sha256")
-    if expected is None and sidecar.is_file():
-        words = sidecar.read_text(encoding="utf-8").split()
-        expected, source = (words[0] if words else ""), str(sidecar)
-    actual = file_sha256(path)
+    if expected is None:
+        expected, source = read_checksum(path), str(checksum_path(path))
+    actual = sha256_file(path)
     if expected is not None:
         expected = expected.strip().lower()
         if not _SHA256.match(expected):

@@ -16,12 +16,18 @@ from typing import Protocol
 
 import numpy as np
 
+from livt.artifact import (
+    INPUT_NAME,
+    METADATA_KEY,
+    OUTPUT_NAMES,
+    EngineMismatchError,
+    engine_mismatches,
+    read_engine_sidecar,
+)
 from livt.serving.artifact import ArtifactError
 
 logger = logging.getLogger(__name__)
 
-INPUT_NAME = "input"
-OUTPUT_NAMES = ("logits", "probabilities")
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
@@ -84,10 +90,10 @@ class OnnxRuntimeBackend:
         if inputs[0].type != "tensor(float)":
             raise ArtifactError(f"{path}: incompatible model: input is {inputs[0].type}, not tensor(float)")
         self.input_shape = tuple(d if isinstance(d, int) else None for d in inputs[0].shape)
-        self.metadata_json = self.session.get_modelmeta().custom_metadata_map.get("livt", "")
+        self.metadata_json = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY, "")
         if not self.metadata_json:
             raise ArtifactError(
-                f"{path}: the ONNX model carries no 'livt' metadata (export it with livt-export)"
+                f"{path}: the ONNX model carries no {METADATA_KEY!r} metadata (export it with livt-export)"
             )
         logger.info("onnxruntime session on %s with providers %s", path, self.providers)
 
@@ -102,14 +108,11 @@ class TensorRTBackend:
     platform = "tensorrt_plan"
 
     def __init__(self, path: Path):
-        sidecar = path.with_name(path.name + ".json")
-        if not sidecar.is_file():
-            raise ArtifactError(f"{path}: a TensorRT engine needs its metadata sidecar {sidecar.name}")
-        self.metadata_json = sidecar.read_text(encoding="utf-8")
         try:
-            meta = json.loads(self.metadata_json)
-        except json.JSONDecodeError as exc:
-            raise ArtifactError(f"{sidecar}: not valid JSON ({exc})") from exc
+            meta = read_engine_sidecar(path)
+        except EngineMismatchError as exc:
+            raise ArtifactError(str(exc)) from exc
+        self.metadata_json = json.dumps(meta)
         try:
             import tensorrt as trt
         except ImportError as exc:
@@ -126,11 +129,7 @@ class TensorRTBackend:
             "gpu_name": self._cuda.device_name(),
             "compute_capability": self._cuda.compute_capability(),
         }
-        differences = [
-            f"{key} {meta.get(key)!r} (engine) != {value!r} (here)"
-            for key, value in found.items()
-            if str(meta.get(key)) != value
-        ]
+        differences = engine_mismatches(meta, found)
         if differences:
             raise ArtifactError(
                 f"{path}: the engine was built for another setup: {'; '.join(differences)}. "
@@ -151,7 +150,13 @@ class TensorRTBackend:
         outputs = [np.empty((batch.shape[0], num_classes), dtype=np.float32) for _ in OUTPUT_NAMES]
         with self._lock:
             self._cuda.make_current()
-            self._context.set_input_shape(INPUT_NAME, batch.shape)
+            # False (not an exception) for a shape outside the engine's optimization profile; running
+            # anyway would read out of bounds. The batcher reports the RuntimeError as a 502.
+            if not self._context.set_input_shape(INPUT_NAME, batch.shape):
+                raise RuntimeError(
+                    f"TensorRT engine rejected input shape {list(batch.shape)} "
+                    f"(outside its optimization profile; engine input {list(self._engine.get_tensor_shape(INPUT_NAME))})"
+                )
             buffers = [self._cuda.alloc(a.nbytes) for a in (batch, *outputs)]
             try:
                 for name, ptr in zip((INPUT_NAME, *OUTPUT_NAMES), buffers, strict=True):

@@ -37,6 +37,10 @@ class BatcherClosedError(RuntimeError):
     """The service is shutting down."""
 
 
+class InferenceError(RuntimeError):
+    """The model call for a request's batch failed (the backend raised); ``__cause__`` says why."""
+
+
 @dataclass(frozen=True)
 class BatchResult:
     """One submitted item's rows of every model output, and how it went."""
@@ -164,8 +168,11 @@ class DynamicBatcher:
             outputs = tuple(self._run(inputs))
         except Exception as exc:  # a model fault fails this batch's requests, never the worker
             logger.exception("inference failed for a batch of %d", len(inputs))
+            # One error type for every backend's faults, so the API can answer 502 for all of them.
+            error = InferenceError(f"the model failed on a batch of {len(inputs)}: {exc}")
+            error.__cause__ = exc
             for item in batch:
-                item.future.set_exception(exc)
+                item.future.set_exception(error)
             return
         elapsed = time.perf_counter() - start
         if self._on_batch is not None:

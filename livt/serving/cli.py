@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-queue", type=int, help="requests waiting before 503 (default: 256)")
     add("--timeout-s", type=float, help="inference deadline per request, else 504 (default: 30)")
     add("--max-body-bytes", type=int, help="largest request body, else 413 (default: 32 MiB)")
-    add("--max-images", type=int, help="most images per request, else 413 (default: 32)")
+    add("--max-images", type=int, help="most images per request, else 413 (default and most: --max-batch)")
     add("--max-image-pixels", type=int, help="largest image in pixels, else 413 (default: 40M)")
     add("--log-level", choices=["critical", "error", "warning", "info", "debug"], help="(default: info)")
     return parser

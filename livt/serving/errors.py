@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from livt.prior import PriorError
-from livt.serving.batching import BatcherClosedError, InferenceTimeoutError, QueueFullError
+from livt.serving.batching import BatcherClosedError, InferenceError, InferenceTimeoutError, QueueFullError
 from livt.serving.preprocess import ImageError
 
 logger = logging.getLogger(__name__)
@@ -80,6 +80,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BatcherClosedError)
     async def _closed(_: Request, exc: BatcherClosedError) -> JSONResponse:
         return error_response(503, str(exc), {"Retry-After": str(RETRY_AFTER_S)})
+
+    @app.exception_handler(InferenceError)
+    async def _inference(_: Request, exc: InferenceError) -> JSONResponse:
+        return error_response(502, str(exc))
 
     @app.exception_handler(InferenceTimeoutError)
     async def _timeout(_: Request, exc: InferenceTimeoutError) -> JSONResponse:

@@ -12,24 +12,22 @@ mode "center": torchvision ``Resize(resize)`` -> ``CenterCrop(img_size)`` -> ``T
 - ToTensor divides uint8 by 255 in float32; Normalize subtracts the mean and divides by the std in
   float32.
 
-Decoding accepts only the formats in ``ALLOWED_FORMATS``, applies the EXIF orientation, and turns
-every Pillow mode into "L" or "RGB": transparent pixels are composited onto a white background (how
-a transparent image looks on a page) rather than having their hidden colour exposed, and 16-bit
-greyscale is rescaled (65535 -> 255), not clipped.
+Decoding and mode conversion are ``livt.images``, the same code the file-backed data sets use
+(EXIF orientation, alpha onto white, 16-bit rescaled); this module adds what is HTTP-specific: only
+the formats in ``ALLOWED_FORMATS``, the pixel cap, and errors that carry their HTTP status.
 """
 
 from __future__ import annotations
 
-import io
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
+
+from livt import images
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
-ALPHA_BACKGROUND = (255, 255, 255)
 
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -39,8 +37,6 @@ _RESAMPLE = {
     "box": Image.Resampling.BOX,
     "hamming": Image.Resampling.HAMMING,
 }
-_SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
-_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 
 
 class ImageError(ValueError):
@@ -110,52 +106,6 @@ class PreprocessConfig:
         return (self.channels, self.img_size, self.img_size)
 
 
-def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
-    """Decode ``data`` into a fully loaded, upright PIL image, or raise an ``ImageError``."""
-    if not data:
-        raise ImageError("empty file: no image data")
-    try:
-        img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-    except UnidentifiedImageError as exc:
-        raise UnsupportedImageError(
-            f"not an image in an accepted format ({', '.join(ALLOWED_FORMATS)})"
-        ) from exc
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(str(exc)) from exc
-    # The header gives the size before any pixel is decoded: refuse bombs here, not after.
-    pixels = img.width * img.height
-    if pixels > max_pixels:
-        raise ImageTooLargeError(
-            f"image is {img.width}x{img.height} = {pixels} pixels, more than the limit of {max_pixels}"
-        )
-    try:
-        img.load()
-        return ImageOps.exif_transpose(img)
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(str(exc)) from exc
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
-        raise ImageError(f"corrupt or truncated {img.format} image: {exc}") from exc
-
-
-def to_model_mode(img: Image.Image, channels: int) -> Image.Image:
-    """Convert any Pillow mode to "L" (``channels == 1``) or "RGB" (``channels == 3``)."""
-    if img.mode in _SIXTEEN_BIT_MODES:
-        wide = np.asarray(img, dtype=np.float64)
-        img = Image.fromarray(np.rint(np.clip(wide, 0, 65535) * (255 / 65535)).astype(np.uint8))
-    elif img.mode == "F":
-        raise UnsupportedImageError("32-bit floating-point images are not supported")
-    if img.mode == "P" or img.mode in _ALPHA_MODES:
-        # A palette may carry transparency too; RGBA makes both cases one.
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
-        img = Image.alpha_composite(background, rgba).convert("RGB")
-    target = "L" if channels == 1 else "RGB"
-    try:
-        return img if img.mode == target else img.convert(target)
-    except ValueError as exc:
-        raise UnsupportedImageError(f"cannot convert pixel mode {img.mode!r} to {target!r}") from exc
-
-
 def transform(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
     """Resize, center-crop, scale and normalise an "L"/"RGB" image into float32 ``[C, H, W]``."""
     width, height = img.size
@@ -178,7 +128,15 @@ def transform(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
 
 def preprocess_bytes(data: bytes, cfg: PreprocessConfig, *, max_pixels: int) -> np.ndarray:
     """Decode one uploaded file and return the model input ``[C, H, W]`` for it."""
-    return transform(to_model_mode(decode_image(data, max_pixels=max_pixels), cfg.channels), cfg)
+    try:
+        img = images.load_image(data, cfg.channels, formats=ALLOWED_FORMATS, max_pixels=max_pixels)
+    except images.ImagePixelLimitError as exc:
+        raise ImageTooLargeError(str(exc)) from exc
+    except images.ImageFormatError as exc:
+        raise UnsupportedImageError(str(exc)) from exc
+    except images.ImageDecodeError as exc:
+        raise ImageError(str(exc)) from exc
+    return transform(img, cfg)
 
 
 def _crop_offset(size: int, crop: int) -> int:

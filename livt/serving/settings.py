@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -33,7 +33,12 @@ class ServeSettings(BaseSettings):
     max_queue: int = Field(256, ge=1, description="requests waiting for the model before 503")
     timeout_s: float = Field(30.0, gt=0, description="deadline for a request's inference (else 504)")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1, description="largest request body (else 413)")
-    max_images: int = Field(32, ge=1, description="most images in one request (else 413)")
+    max_images: int | None = Field(
+        None,
+        ge=1,
+        validate_default=True,
+        description="most images in one request (else 413); at most, and by default, max_batch",
+    )
     max_image_pixels: int = Field(40_000_000, ge=1, description="largest image, width * height (else 413)")
     max_top_k: int = Field(100, ge=1, description="largest top_k a request may ask for")
 
@@ -45,6 +50,22 @@ class ServeSettings(BaseSettings):
         # Environment variables and the CLI give a comma-separated string.
         if isinstance(value, str):
             return [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("max_images")
+    @classmethod
+    def _request_fits_one_model_call(cls, value: int | None, info: ValidationInfo) -> int | None:
+        # A request's images go to the model together: more than max_batch could never be batched.
+        max_batch = info.data.get("max_batch")
+        if max_batch is None:  # max_batch itself was invalid and has its own error
+            return value
+        if value is None:
+            return max_batch
+        if value > max_batch:
+            raise ValueError(
+                f"max_images ({value}) must not exceed max_batch ({max_batch}): one request's images "
+                "run in a single model call"
+            )
         return value
 
     @field_validator("api_key", mode="before")

@@ -251,3 +251,50 @@ def test_tensorrt_without_gpu_says_so_in_one_line(run_dir, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "cannot build a TensorRT engine" in err and len(err.splitlines()) == 1
     assert not out_dir.exists()
+
+
+def _run_copy(run_dir, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir / "checkpoints", run / "checkpoints")
+    shutil.copy(run_dir / "metrics.json", run / "metrics.json")
+    return run
+
+
+def test_broken_metrics_json_exits_2_with_a_clear_message(run_dir, tmp_path, capsys):
+    run = _run_copy(run_dir, tmp_path)
+    (run / "metrics.json").write_text("{not json")
+    assert main(["--run", str(run), "--out", str(tmp_path / "out" / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "metrics.json is not readable JSON" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "m.onnx").exists()
+
+
+def test_a_run_without_val_split_exports_and_verifies_on_test(run_dir, tmp_path, capsys):
+    """``val_per_class=0``-style data (no val split): a plain export streams test and verifies on it."""
+    from PIL import Image
+
+    run = _run_copy(run_dir, tmp_path)
+    meta_path = run / "checkpoints" / "best" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    root = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(meta["classes"]):
+        (root / "test" / name).mkdir(parents=True)
+        for i in range(3):
+            pixels = rng.integers(0, 256, size=(40, 36, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / "test" / name / f"{c}-{i}.png")
+    pp = meta["preprocess"]
+    options = {"classes": meta["classes"], "image_size": pp["img_size"], "mean": pp["mean"], "std": pp["std"]}
+    meta["dataset"] = {"name": "imagefolder", "data_root": str(root), "options": options}
+    meta_path.write_text(json.dumps(meta))
+
+    out = tmp_path / "out" / "m.onnx"
+    assert main(["--run", str(run), "--out", str(out), "--verify-samples", "16"]) == 0
+    report = json.loads((out.parent / "export_report.json").read_text())
+    assert report["parity"]["onnx-fp32"]["samples"] == 16
+    assert report["evaluation"]["split"] == "test" and report["evaluation"]["samples"] == 30
+    capsys.readouterr()
+    assert main(["--run", str(run), "--out", str(tmp_path / "cal" / "m.onnx"), "--calibrate"]) == 2
+    assert "--calibrate needs the val split" in capsys.readouterr().err

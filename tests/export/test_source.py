@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from livt.export.errors import ExportError
-from livt.export.source import load_source, load_split
+from livt.export.source import iter_batches, load_source, load_subset, open_split
 
 
 def test_load_source_gives_an_eval_model_and_the_weights_hash(run_dir):
@@ -15,11 +15,20 @@ def test_load_source_gives_an_eval_model_and_the_weights_hash(run_dir):
     assert "balanced_acc" in source.run_metrics
 
 
-def test_load_split_limit_spreads_over_classes(run_dir):
-    source = load_source(run_dir)
-    x, y = load_split(source, "val", limit=20)
+def test_load_subset_limit_spreads_over_classes(run_dir):
+    val = open_split(load_source(run_dir), "val")
+    x, y = load_subset(val, 20)
     assert x.shape == (20, 3, 32, 32) and x.dtype == np.float32
     assert set(y.tolist()) == set(range(10))  # class-sorted split, evenly spaced picks
+
+
+def test_iter_batches_streams_the_split_in_order(run_dir):
+    val = open_split(load_source(run_dir), "val")
+    batches = list(iter_batches(val, batch_size=64))
+    assert all(len(x) <= 64 and x.dtype == np.float32 for x, _ in batches)
+    assert np.concatenate([y for _, y in batches]).tolist() == val.targets
+    x0, _ = val[0]
+    np.testing.assert_array_equal(batches[0][0][0], x0.numpy())
 
 
 def test_incomplete_meta_is_refused(run_dir, tmp_path):
@@ -38,4 +47,31 @@ def test_unreadable_data_is_an_export_error(run_dir):
     source = load_source(run_dir)
     source.meta = {**source.meta, "dataset": {"name": "synthetic", "options": {"channels": 2}}}
     with pytest.raises(ExportError, match="cannot read"):
-        load_split(source, "val")
+        open_split(source, "val")
+
+
+def _copied_run(run_dir, tmp_path):
+    import shutil
+
+    shutil.copytree(run_dir / "checkpoints", tmp_path / "checkpoints")
+    shutil.copy(run_dir / "metrics.json", tmp_path / "metrics.json")
+    return tmp_path
+
+
+@pytest.mark.parametrize("broken", ["model-config", "weights", "metrics-json"])
+def test_unloadable_run_files_are_export_errors(run_dir, tmp_path, broken):
+    run = _copied_run(run_dir, tmp_path)
+    best = run / "checkpoints" / "best"
+    if broken == "model-config":
+        meta = json.loads((best / "meta.json").read_text())
+        meta["model"]["depht"] = 3  # a typo'd key
+        (best / "meta.json").write_text(json.dumps(meta))
+        needle = "invalid model config"
+    elif broken == "weights":
+        (best / "model.safetensors").write_bytes(b"not safetensors at all")
+        needle = "cannot load the weights"
+    else:
+        (run / "metrics.json").write_text('{"top1": 0.5,')
+        needle = "not readable JSON"
+    with pytest.raises(ExportError, match=needle):
+        load_source(run)

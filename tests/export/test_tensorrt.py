@@ -26,15 +26,15 @@ def test_unavailable_reason_is_one_line():
 @pytest.mark.skipif(REASON is not None, reason=f"TensorRT engine build needs TensorRT and CUDA: {REASON}")
 @pytest.mark.parametrize("extra", [[], ["--fp16"], ["--int8"]])
 def test_engine_export_verifies_and_writes_a_sidecar(run_dir, tmp_path, extra):
+    from livt.artifact import ENGINE_KEYS, engine_sidecar_path
     from livt.export.cli import main
-    from livt.export.engine_meta import ENGINE_KEYS, sidecar_path
     from livt.export.tensorrt import load_engine
 
     plan = tmp_path / "m.plan"
     args = ["--run", str(run_dir), "--format", "tensorrt", "--out", str(plan), "--max-batch", "16",
             "--int8-min-agreement", "0.5", "--timing-cache-dir", str(tmp_path / "cache"), *extra]  # fmt: skip
     assert main(args) == 0
-    sidecar = json.loads(sidecar_path(plan).read_text())
+    sidecar = json.loads(engine_sidecar_path(plan).read_text())
     assert set(ENGINE_KEYS) | {"onnx_sha256", "classes", "prior", "temperature"} <= set(sidecar)
     assert sidecar["profile"] == {"min_batch": 1, "opt_batch": 8, "max_batch": 16}
     assert any((tmp_path / "cache").iterdir())

@@ -30,8 +30,12 @@ PREPROCESS = {
 LOSS, TAU, TEMPERATURE = "bal-bce", 1.0, 1.5
 
 
-def build_tiny_artifact(path: Path, *, nan: bool = False) -> Path:
-    """Export a small conv net to ``path`` following docs/architecture.md, folded train prior and T."""
+def build_tiny_artifact(path: Path, *, nan: bool = False, batch_one_only: bool = False) -> Path:
+    """Export a small conv net to ``path`` following docs/architecture.md, folded train prior and T.
+
+    ``nan``: every output is NaN. ``batch_one_only``: a broken export whose graph baked in batch
+    size 1 (a reshape to ``[1, -1]``): ONNX Runtime runs one image and fails on more at run time.
+    """
     import onnx
     import torch
     from torch import nn
@@ -52,13 +56,16 @@ def build_tiny_artifact(path: Path, *, nan: bool = False) -> Path:
             self.register_buffer("offset", torch.from_numpy(offset))
 
         def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            logits = (self.head(self.body(x)) * 4 + self.offset) / TEMPERATURE
+            features = self.body(x)
+            if batch_one_only:
+                features = features.reshape(1, -1)
+            logits = (self.head(features) * 4 + self.offset) / TEMPERATURE
             if nan:
                 logits = logits * float("nan")
             return logits, logits.softmax(-1)
 
     model = Folded().eval()
-    example = torch.zeros(2, 3, PREPROCESS["img_size"], PREPROCESS["img_size"])
+    example = torch.zeros(1 if batch_one_only else 2, 3, PREPROCESS["img_size"], PREPROCESS["img_size"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter: small and quick
         torch.onnx.export(
@@ -114,6 +121,11 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def nan_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_artifact(tmp_path_factory.mktemp("nan") / "model.onnx", nan=True)
+
+
+@pytest.fixture(scope="session")
+def batch_one_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_artifact(tmp_path_factory.mktemp("batch-one") / "model.onnx", batch_one_only=True)
 
 
 def free_port() -> int:

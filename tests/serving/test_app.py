@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from livt.serving.artifact import file_sha256, parse_metadata
+from livt.artifact import sha256_file
+from livt.serving.artifact import parse_metadata
 from livt.serving.backends import open_backend
 from livt.serving.model import ServedModel
 
@@ -46,7 +47,7 @@ class SlowBackend:
 
 def _slow_model(artifact: Path, delay_s: float) -> ServedModel:
     backend = SlowBackend(artifact, delay_s)
-    return ServedModel(backend, parse_metadata(backend.metadata_json, artifact, file_sha256(artifact)))
+    return ServedModel(backend, parse_metadata(backend.metadata_json, artifact, sha256_file(artifact)))
 
 
 def test_200_concurrent_requests_succeed_in_batches(server: str):
@@ -108,6 +109,21 @@ def test_non_finite_model_output_is_502_and_server_stays_up(serve, nan_artifact:
         assert httpx.get(f"{url}/v2/health/live").status_code == 200
 
 
+def test_backend_failure_is_502_json_and_server_stays_up(serve, batch_one_artifact: Path):
+    # A real ONNX Runtime failure: the artifact's graph only runs one image at a time.
+    with serve(model=batch_one_artifact) as url:
+        assert _post(url).status_code == 200
+        res = _post(url, [PNG, PNG])
+        assert res.status_code == 502, res.text
+        assert "the model failed on a batch of 2" in res.json()["error"]
+        body = {
+            "inputs": [{"name": "input", "shape": [2, 3, 16, 16], "datatype": "FP32", "data": [0.0] * 1536}]
+        }
+        res = httpx.post(f"{url}/v2/models/livt/infer", json=body)
+        assert res.status_code == 502 and "failed on a batch" in res.json()["error"]
+        assert _post(url).status_code == 200
+
+
 def test_api_key(serve):
     with serve(api_key="s3cret") as url:
         assert _post(url).status_code == 401
@@ -160,6 +176,7 @@ def test_serving_works_with_torch_unimportable(artifact: Path):
         sys.meta_path.insert(0, NoTorch())
         import httpx
         from fastapi.testclient import TestClient
+        import livt.artifact, livt.images
         from livt.serving import ServeSettings, create_app
 
         app = create_app(ServeSettings(model={str(artifact)!r}))
@@ -167,6 +184,7 @@ def test_serving_works_with_torch_unimportable(artifact: Path):
             res = client.post("/v1/predict", files=[("files", ("a.png", {PNG!r}))])
             assert res.status_code == 200, res.text
         assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules), "torch was imported"
+        assert not any(m.startswith("livt.export") for m in sys.modules), "serving imported livt.export"
         print("ok")
         """
     )

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from livt.serving.artifact import ArtifactError, file_sha256, parse_metadata, verify_checksum
+from livt.artifact import sha256_file
+from livt.serving.artifact import ArtifactError, parse_metadata, verify_checksum
 
 from .conftest import CLASS_COUNTS, CLASSES, PREPROCESS
 
@@ -30,7 +31,7 @@ def _meta(**changes) -> str:
 def test_checksum_from_argument_and_sidecar(tmp_path: Path):
     path = tmp_path / "m.onnx"
     path.write_bytes(b"model bytes")
-    digest = file_sha256(path)
+    digest = sha256_file(path)
     assert verify_checksum(path) == digest
     assert verify_checksum(path, digest.upper()) == digest
     with pytest.raises(ArtifactError, match=r"checksum mismatch .*\(from --sha256\)"):

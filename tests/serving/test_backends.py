@@ -61,6 +61,11 @@ def test_tensorrt_engine_needs_sidecar_and_is_refused_cleanly_here(tmp_path: Pat
     with pytest.raises(ArtifactError, match=r"sidecar model\.plan\.json"):
         open_backend(plan)
     (tmp_path / "model.plan.json").write_text('{"tensorrt_version": "0.0", "gpu_name": "none"}')
+    with pytest.raises(ArtifactError, match=r"lacks \['compute_capability'\]"):
+        open_backend(plan)
+    (tmp_path / "model.plan.json").write_text(
+        '{"tensorrt_version": "0.0", "gpu_name": "none", "compute_capability": "0.0"}'
+    )
     if importlib.util.find_spec("tensorrt") is None:
         with pytest.raises(ArtifactError, match=r"livt\[tensorrt\]"):
             open_backend(plan)

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from livt.serving.batching import DynamicBatcher, InferenceTimeoutError, QueueFullError
+from livt.serving.batching import DynamicBatcher, InferenceError, InferenceTimeoutError, QueueFullError
 
 
 class Recorder:
@@ -110,8 +110,9 @@ def test_model_fault_fails_the_batch_not_the_worker():
     model = Recorder(fail=True)
     batcher = _batcher(model)
     try:
-        with pytest.raises(RuntimeError, match="engine fault"):
+        with pytest.raises(InferenceError, match=r"failed on a batch of 1: .*engine fault") as info:
             asyncio.run(batcher.submit(np.ones((1, 1)), timeout_s=5))
+        assert isinstance(info.value.__cause__, RuntimeError)
         model.fail = False
         assert asyncio.run(batcher.submit(np.ones((1, 1)), timeout_s=5)).outputs[0][0, 0] == 2.0
     finally:

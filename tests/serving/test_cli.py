@@ -26,3 +26,4 @@ def test_unloadable_models_exit_2(tmp_path: Path, artifact: Path, capsys, monkey
     _fails(capsys, ["--model", str(artifact), "--sha256", "f" * 64], "checksum mismatch")
     _fails(capsys, ["--model", str(artifact), "--providers", "NopeExecutionProvider"], "not available")
     _fails(capsys, ["--model", str(artifact), "--max-batch", "0"], "--max-batch")
+    _fails(capsys, ["--model", str(artifact), "--max-batch", "4", "--max-images", "5"], "--max-images")

@@ -15,9 +15,7 @@ from livt.serving.preprocess import (
     ImageTooLargeError,
     PreprocessConfig,
     UnsupportedImageError,
-    decode_image,
     preprocess_bytes,
-    to_model_mode,
     transform,
 )
 
@@ -80,52 +78,6 @@ def _encode(img: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
     return buf.getvalue()
 
 
-def test_alpha_is_composited_on_white_not_dropped():
-    # Fully transparent red must come out white; opaque red stays red.
-    rgba = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
-    rgba.putpixel((0, 0), (255, 0, 0, 255))
-    out = to_model_mode(decode_image(_encode(rgba), max_pixels=BIG), 3)
-    assert out.mode == "RGB"
-    assert out.getpixel((1, 1)) == (255, 255, 255)
-    assert out.getpixel((0, 0)) == (255, 0, 0)
-
-
-def test_grey_alpha_and_palette_transparency():
-    la = Image.new("LA", (3, 3), (0, 0))
-    assert to_model_mode(decode_image(_encode(la), max_pixels=BIG), 1).getpixel((0, 0)) == 255
-    pal = Image.new("P", (3, 3), 1)
-    pal.putpalette([0, 0, 0, 10, 20, 30] + [0] * 762)
-    pal.info["transparency"] = 0
-    out = to_model_mode(decode_image(_encode(pal), max_pixels=BIG), 3)
-    assert out.getpixel((0, 0)) == (10, 20, 30)
-
-
-def test_sixteen_bit_is_rescaled_not_clipped():
-    wide = np.array([[0, 257 * 128, 65535]], dtype=np.uint16)
-    img = Image.fromarray(wide)
-    decoded = decode_image(_encode(img), max_pixels=BIG)
-    assert decoded.mode in ("I;16", "I")
-    out = to_model_mode(decoded, 1)
-    assert np.asarray(out).ravel().tolist() == [0, 128, 255]
-
-
-def test_cmyk_one_bit_and_grey_to_rgb():
-    cmyk = Image.new("CMYK", (2, 2), (0, 255, 255, 0))
-    assert to_model_mode(decode_image(_encode(cmyk, "JPEG"), max_pixels=BIG), 3).mode == "RGB"
-    one = Image.new("1", (2, 2), 1)
-    assert to_model_mode(decode_image(_encode(one), max_pixels=BIG), 1).getpixel((0, 0)) == 255
-    grey = Image.new("L", (2, 2), 77)
-    assert to_model_mode(decode_image(_encode(grey), max_pixels=BIG), 3).getpixel((0, 0)) == (77, 77, 77)
-
-
-def test_exif_orientation_is_applied():
-    img = Image.new("RGB", (6, 2), (0, 0, 0))
-    exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
-    decoded = decode_image(_encode(img, "JPEG", exif=exif), max_pixels=BIG)
-    assert decoded.size == (2, 6)
-
-
 def test_crop_larger_than_image_pads_with_zeros_like_torchvision():
     cfg = PreprocessConfig(img_size=6, channels=1, mean=(0.0,), std=(1.0,), resize=4)
     out = transform(Image.new("L", (4, 4), 255), cfg)
@@ -151,13 +103,13 @@ def test_bad_uploads_raise_named_errors(data, error, needle):
 def test_pixel_cap_applies_before_decoding():
     data = _encode(Image.new("L", (100, 100)))
     with pytest.raises(ImageTooLargeError, match="10000 pixels"):
-        decode_image(data, max_pixels=9999)
+        preprocess_bytes(data, _cfg(1), max_pixels=9999)
     # A forged header claiming a huge image is refused without decoding its (absent) pixels.
     forged = bytearray(data)
     forged[16:24] = struct.pack(">II", 100_000, 100_000)
     forged[29:33] = struct.pack(">I", zlib.crc32(bytes(forged[12:29])))  # keep the IHDR checksum valid
     with pytest.raises(ImageTooLargeError):
-        decode_image(bytes(forged), max_pixels=10**8)
+        preprocess_bytes(bytes(forged), _cfg(1), max_pixels=10**8)
 
 
 def test_config_from_dict_validates():

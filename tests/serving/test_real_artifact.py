@@ -58,11 +58,15 @@ def test_served_predictions_equal_livt_train_evaluate(real_artifact: Path, tmp_p
     assert info.prior_mode == "balanced" and info.temperature == 1.0  # so both sides are softmax(z)
     first, last = info.classes[0], info.classes[-1]
     # Odd sizes (crop and resize both matter), both formats, and a greyscale file the run sees as RGB.
+    # Then the files whose decoding goes beyond convert(): EXIF rotation, transparency, 16 bits.
     files = {
         f"val/{first}/odd.png": image_bytes((45, 33), "PNG", seed=21),
         f"val/{first}/wide.jpg": image_bytes((61, 17), "JPEG", seed=22),
         f"val/{last}/grey.png": image_bytes((29, 40), "PNG", mode="L", seed=23),
         f"val/{last}/tall.jpeg": image_bytes((19, 70), "JPEG", seed=24),
+        f"val/{first}/rotated.jpg": _exif_rotated_jpeg((50, 20), seed=25),
+        f"val/{first}/alpha.png": _transparent_png((36, 28), seed=26),
+        f"val/{last}/sixteen.png": _sixteen_bit_png((33, 47), seed=27),
     }
     root = tmp_path / "images"
     for name, data in files.items():
@@ -91,6 +95,33 @@ def test_served_predictions_equal_livt_train_evaluate(real_artifact: Path, tmp_p
             served[item["index"]] = item["probability"]
         np.testing.assert_allclose(served, evaluated[name]["probabilities"], atol=1e-5, err_msg=name)
         assert pred["top_k"][0]["label"] == evaluated[name]["label"], name
+
+
+def _exif_rotated_jpeg(size: tuple[int, int], seed: int) -> bytes:
+    """A JPEG stored ``size`` (w, h) that viewers show rotated 90 degrees (EXIF orientation 6)."""
+    img = Image.open(io.BytesIO(image_bytes(size, "PNG", seed=seed)))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", exif=exif)
+    return buf.getvalue()
+
+
+def _transparent_png(size: tuple[int, int], seed: int) -> bytes:
+    """RGBA noise, a third of it fully transparent (so its hidden colour must not show)."""
+    rgba = np.asarray(Image.open(io.BytesIO(image_bytes(size, "PNG", mode="RGBA", seed=seed)))).copy()
+    rgba[..., 3] = np.where(rgba[..., 3] < 85, 0, rgba[..., 3])
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _sixteen_bit_png(size: tuple[int, int], seed: int) -> bytes:
+    """16-bit greyscale noise over the whole range (clipping instead of rescaling would saturate it)."""
+    wide = np.random.default_rng(seed).integers(0, 65536, size=(size[1], size[0]), dtype=np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(wide).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def test_exported_checksum_is_sha256sum_format_and_guards_serving(

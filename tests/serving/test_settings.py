@@ -31,3 +31,11 @@ def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch):
     with pytest.raises(ValidationError, match="max_batch"):
         ServeSettings(model="m.onnx", max_batch=0)
     assert ServeSettings(model="m.onnx", api_key="").api_key is None
+
+
+def test_max_images_defaults_to_and_never_exceeds_max_batch():
+    assert ServeSettings(model="m.onnx").max_images == 32
+    assert ServeSettings(model="m.onnx", max_batch=8).max_images == 8
+    assert ServeSettings(model="m.onnx", max_batch=8, max_images=3).max_images == 3
+    with pytest.raises(ValidationError, match=r"max_images \(9\) must not exceed max_batch \(8\)"):
+        ServeSettings(model="m.onnx", max_batch=8, max_images=9)

@@ -67,7 +67,7 @@ async def predict(request: Request, state: ServingState = Depends(get_state)) ->
     """Top-k classes per image under the requested prior.
 
     413: body, image pixels or image count over the limits. 415: not an accepted image format.
-    502: the model returned non-finite numbers. 503: queue full (Retry-After). 504: deadline missed.
+    502: the model failed or returned non-finite numbers. 503: queue full (Retry-After). 504: deadline missed.
     """
     start = time.perf_counter()
     settings, model = state.settings, state.model

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from livt import __version__
-from livt.serving.backends import INPUT_NAME, OUTPUT_NAMES
+from livt.artifact import INPUT_NAME, OUTPUT_NAMES
 from livt.serving.dependencies import ServingState, get_state, require_api_key
 from livt.serving.errors import ServingError, responses
 from livt.serving.schemas import (

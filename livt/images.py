@@ -1,0 +1,112 @@
+"""Decode an image file and bring it to the model's pixel mode, with Pillow and numpy only.
+
+Shared by the file-backed data sets (``livt.data``, so ``livt-train`` trains and evaluates on
+these pixels) and serving (``livt.serving``, which must not import torch), so a served prediction
+equals the evaluated one for the same file. Decoding applies the EXIF orientation (how a viewer
+shows the photo), and every Pillow mode becomes "L" or "RGB": transparent pixels are composited
+onto white (how a transparent image looks on a page) rather than exposing their hidden colour, a
+palette's transparency likewise, and 16-bit greyscale is rescaled (65535 -> 255), not clipped.
+
+Errors are ``ImageDecodeError`` subclasses (``ValueError``); serving maps them to HTTP statuses.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ALPHA_BACKGROUND = (255, 255, 255)
+
+_SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+# What Pillow raises for corrupt or truncated data, depending on the format's decoder.
+_CORRUPT = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
+
+
+class ImageDecodeError(ValueError):
+    """Not a usable image: empty, corrupt or truncated data."""
+
+
+class ImageFormatError(ImageDecodeError):
+    """Not an image in an accepted format, or a pixel mode that cannot be converted."""
+
+
+class ImagePixelLimitError(ImageDecodeError):
+    """More pixels than allowed (or than Pillow's decompression-bomb limit)."""
+
+
+def decode_image(
+    source: bytes | str | Path, *, formats: Sequence[str] | None = None, max_pixels: int | None = None
+) -> Image.Image:
+    """Decode ``source`` (file bytes or a path) into a fully loaded, upright PIL image.
+
+    ``formats`` restricts the Pillow formats tried (None: all). ``max_pixels`` refuses a larger
+    image from its header, before any pixel is decoded. A missing file raises ``FileNotFoundError``.
+    """
+    # Errors name the file; for uploaded bytes the caller says which upload it was.
+    prefix = "" if isinstance(source, bytes) else f"{source}: "
+    if isinstance(source, bytes):
+        if not source:
+            raise ImageDecodeError("empty file: no image data")
+        source = io.BytesIO(source)
+    try:
+        img = Image.open(source, formats=None if formats is None else list(formats))
+    except UnidentifiedImageError as exc:
+        accepted = (
+            f"an accepted format ({', '.join(formats)})" if formats is not None else "a format Pillow reads"
+        )
+        raise ImageFormatError(f"{prefix}not an image in {accepted}") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImagePixelLimitError(f"{prefix}{exc}") from exc
+    with img:
+        pixels = img.width * img.height
+        if max_pixels is not None and pixels > max_pixels:
+            raise ImagePixelLimitError(
+                f"{prefix}image is {img.width}x{img.height} = {pixels} pixels, more than the limit of "
+                f"{max_pixels}"
+            )
+        try:
+            img.load()
+            # A new image (a copy when upright), so it outlives the file closed here.
+            return ImageOps.exif_transpose(img)
+        except Image.DecompressionBombError as exc:
+            raise ImagePixelLimitError(f"{prefix}{exc}") from exc
+        except _CORRUPT as exc:
+            raise ImageDecodeError(f"{prefix}corrupt or truncated {img.format} image: {exc}") from exc
+
+
+def to_model_mode(img: Image.Image, channels: int) -> Image.Image:
+    """Convert any Pillow mode to "L" (``channels == 1``) or "RGB" (``channels == 3``)."""
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if img.mode in _SIXTEEN_BIT_MODES:
+        wide = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray(np.rint(np.clip(wide, 0, 65535) * (255 / 65535)).astype(np.uint8))
+    elif img.mode == "F":
+        raise ImageFormatError("32-bit floating-point images are not supported")
+    if img.mode == "P" or img.mode in _ALPHA_MODES:
+        # A palette may carry transparency too; RGBA makes both cases one.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
+        img = Image.alpha_composite(background, rgba).convert("RGB")
+    target = "L" if channels == 1 else "RGB"
+    try:
+        return img if img.mode == target else img.convert(target)
+    except ValueError as exc:
+        raise ImageFormatError(f"cannot convert pixel mode {img.mode!r} to {target!r}") from exc
+
+
+def load_image(
+    source: bytes | str | Path,
+    channels: int,
+    *,
+    formats: Sequence[str] | None = None,
+    max_pixels: int | None = None,
+) -> Image.Image:
+    """The "L"/"RGB" image the eval transform gets: what a data set and the server both feed it."""
+    return to_model_mode(decode_image(source, formats=formats, max_pixels=max_pixels), channels)
