@@ -1,6 +1,6 @@
 """The main job end to end on Fashion-MNIST-LT, as a user would run it (``make demo``).
 
-MGP -> BFT with Bal-BCE (evaluated on the test set) -> ONNX export (fp32 and INT8, training prior,
+MGP -> BFT with Bal-BCE (evaluated on the test set) -> ONNX export (fp32 and INT8, balanced prior,
 calibrated) -> ``livt-serve`` on loopback -> a handful of real test images sent over HTTP -> a table.
 Every stage is the project's own command line; a stage that finished before is reused.
 """
@@ -43,7 +43,7 @@ def main() -> int:
         train("finetune", "--init", pretrain, "--out", finetune, *_resume_flag(finetune))
     metrics = json.loads((finetune / "metrics.json").read_text())
 
-    stage("3/5 export: ONNX fp32 + INT8, training prior, temperature fitted on the val split")
+    stage("3/5 export: ONNX fp32 + INT8, balanced prior, temperature fitted on the val split")
     if not (model.is_file() and (export / "export_report.json").is_file()):
         shutil.rmtree(export, ignore_errors=True)
         run(
@@ -51,7 +51,7 @@ def main() -> int:
             "--run",
             finetune,
             "--prior",
-            "train",
+            "balanced",
             "--calibrate",
             "--int8",
             "--out",

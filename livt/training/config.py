@@ -190,6 +190,9 @@ class FinetuneConfig(TrainConfig):
     drop_path: float = _opt(0.1, "stochastic depth rate")
     aa: str | None = _opt("rand-m9-mstd0.5-inc1", "RandAugment policy (timm string); 'none' = off")
     reprob: float = _opt(0.25, "random erasing probability")
+    crop_scale: float = _opt(
+        0.08, "smallest area fraction of the random resized crop (ImageNet's 0.08 is harsh on tiny images)"
+    )
     mixup: float = _opt(0.8, "mixup alpha (0 = off)")
     cutmix: float = _opt(1.0, "cutmix alpha (0 = off)")
     smoothing: float = _opt(0.1, "label smoothing")
@@ -215,6 +218,7 @@ class FinetuneConfig(TrainConfig):
         )
         _require(0 <= self.drop_path < 1, f"drop_path must be in [0, 1), got {self.drop_path}")
         _require(0 <= self.reprob <= 1, f"reprob must be in [0, 1], got {self.reprob}")
+        _require(0 < self.crop_scale <= 1, f"crop_scale must be in (0, 1], got {self.crop_scale}")
         _require(self.mixup >= 0 and self.cutmix >= 0, "mixup and cutmix alphas must be >= 0")
         _require(0 <= self.smoothing < 1, f"smoothing must be in [0, 1), got {self.smoothing}")
         _require(0 < self.crop_pct <= 1, f"crop_pct must be in (0, 1], got {self.crop_pct}")

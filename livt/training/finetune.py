@@ -201,7 +201,7 @@ def _test_best(
 def _train_transform(cfg: FinetuneConfig, info: Any) -> Any:
     return build_train_transform(
         info, cfg.img_size or info.image_size, stage="finetune",
-        auto_augment=cfg.aa, re_prob=cfg.reprob,
+        auto_augment=cfg.aa, re_prob=cfg.reprob, scale=(cfg.crop_scale, 1.0),
     )  # fmt: skip
 
 
