@@ -51,7 +51,7 @@ serve-check: install
 	$(VENV)/bin/livt-export --run $(SERVE_CHECK)/run --out $(SERVE_CHECK)/model.onnx
 	bash docker/ci-serve-check.sh $(SERVE_CHECK)/model.onnx
 
-test: lint pytest serve-check
+test: lint serve-check pytest
 
 study: install data
 	$(PY) benchmarks/study.py --runs $(RUNS)/study

@@ -102,15 +102,7 @@ class TrainConfig:
             f"betas must be two numbers in [0, 1), got {list(self.betas)}",
         )
         _require(self.clip_grad is None or self.clip_grad > 0, f"clip_grad must be > 0, got {self.clip_grad}")
-        _require(self.workers is None or self.workers >= 0, f"workers must be >= 0, got {self.workers}")
-        _require(
-            self.device in DEVICES or self.device.startswith("cuda:"),
-            f"device must be one of {', '.join(DEVICES)} or cuda:N, got {self.device!r}",
-        )
-        _require(
-            self.precision in PRECISIONS,
-            f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
-        )
+        _check_runtime(self.workers, self.device, self.precision)
 
     def model_sizes(self) -> dict[str, Any]:
         """The model-size overrides that are set, as ``vit_config`` keyword arguments."""
@@ -250,15 +242,7 @@ class EvaluateConfig:
             self.split in ("train", "val", "test"), f"split must be train, val or test, got {self.split!r}"
         )
         _require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        _require(self.workers is None or self.workers >= 0, f"workers must be >= 0, got {self.workers}")
-        _require(
-            self.device in DEVICES or self.device.startswith("cuda:"),
-            f"device must be one of {', '.join(DEVICES)} or cuda:N, got {self.device!r}",
-        )
-        _require(
-            self.precision in PRECISIONS,
-            f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
-        )
+        _check_runtime(self.workers, self.device, self.precision)
 
 
 STAGE_CONFIGS: dict[str, type[TrainConfig]] = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}
@@ -359,6 +343,16 @@ def config_to_yaml(cfg: TrainConfig) -> str:
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
+
+
+def _check_runtime(workers: int | None, device: str, precision: str) -> None:
+    """The fields that say where and how fast a stage runs (shared by every stage config)."""
+    _require(workers is None or workers >= 0, f"workers must be >= 0, got {workers}")
+    _require(
+        device in DEVICES or device.startswith("cuda:"),
+        f"device must be one of {', '.join(DEVICES)} or cuda:N, got {device!r}",
+    )
+    _require(precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
 
 def _check_keys(cls: type, data: dict[str, Any], where: str) -> None:
