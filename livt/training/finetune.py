@@ -25,7 +25,7 @@ from livt.training.checkpoint import (
     save_checkpoint,
 )
 from livt.training.config import ConfigError, FinetuneConfig
-from livt.training.distributed import DistEnv, barrier, init_distributed, unwrap, wrap_model
+from livt.training.distributed import DistEnv, barrier, unwrap, wrap_model
 from livt.training.evaluate import SCALAR_METRICS, write_report
 from livt.training.loaders import build_eval_loader, build_train_loader
 from livt.training.losses import build_loss, loss_defaults
@@ -37,8 +37,8 @@ from livt.training.optim import (
     scaled_lr,
     warmup_steps_for,
 )
-from livt.training.rundir import append_history, log_to_file, prepare_run_dir, read_history
-from livt.training.stage import base_meta, load_split, resume, save_last, seed_everything
+from livt.training.rundir import append_history, read_history
+from livt.training.stage import base_meta, load_split, resume, run_stage, save_last, seed_everything
 
 _logger = logging.getLogger(__name__)
 
@@ -50,11 +50,7 @@ def finetune(
     cfg: FinetuneConfig, *, resume_run: bool = False, overwrite: bool = False, progress: bool = True
 ) -> Path:
     """Run BFT as ``cfg`` says and return the run folder."""
-    env = init_distributed(cfg.device)
-    run_dir = prepare_run_dir(cfg, resume=resume_run, overwrite=overwrite, is_main=env.is_main)
-    with log_to_file(run_dir, env.is_main):
-        _finetune(cfg, run_dir, env, resume_run=resume_run, progress=progress)
-    return run_dir
+    return run_stage(cfg, _finetune, resume_run=resume_run, overwrite=overwrite, progress=progress)
 
 
 def _finetune(cfg: FinetuneConfig, run_dir: Path, env: DistEnv, *, resume_run: bool, progress: bool) -> None:

@@ -15,7 +15,7 @@ from livt.data import build_eval_transform, build_train_transform, eval_preproce
 from livt.models import MAEConfig, MaskedAutoencoder, vit_config
 from livt.training import engine, plots
 from livt.training.config import ConfigError, PretrainConfig
-from livt.training.distributed import DistEnv, init_distributed, unwrap, wrap_model
+from livt.training.distributed import DistEnv, unwrap, wrap_model
 from livt.training.loaders import build_train_loader
 from livt.training.optim import (
     build_optimizer,
@@ -24,8 +24,8 @@ from livt.training.optim import (
     scaled_lr,
     warmup_steps_for,
 )
-from livt.training.rundir import append_history, log_to_file, prepare_run_dir, read_history
-from livt.training.stage import base_meta, load_split, resume, save_last, seed_everything
+from livt.training.rundir import append_history, read_history
+from livt.training.stage import base_meta, load_split, resume, run_stage, save_last, seed_everything
 
 _logger = logging.getLogger(__name__)
 
@@ -34,11 +34,7 @@ def pretrain(
     cfg: PretrainConfig, *, resume_run: bool = False, overwrite: bool = False, progress: bool = True
 ) -> Path:
     """Run MGP as ``cfg`` says and return the run folder."""
-    env = init_distributed(cfg.device)
-    run_dir = prepare_run_dir(cfg, resume=resume_run, overwrite=overwrite, is_main=env.is_main)
-    with log_to_file(run_dir, env.is_main):
-        _pretrain(cfg, run_dir, env, resume_run=resume_run, progress=progress)
-    return run_dir
+    return run_stage(cfg, _pretrain, resume_run=resume_run, overwrite=overwrite, progress=progress)
 
 
 def _pretrain(cfg: PretrainConfig, run_dir: Path, env: DistEnv, *, resume_run: bool, progress: bool) -> None:

@@ -28,8 +28,8 @@ from livt.training.checkpoint import (
     save_checkpoint,
 )
 from livt.training.config import ConfigError, TrainConfig
-from livt.training.distributed import DistEnv, all_gather_objects, unwrap
-from livt.training.rundir import truncate_history
+from livt.training.distributed import DistEnv, all_gather_objects, init_distributed, unwrap
+from livt.training.rundir import log_to_file, prepare_run_dir, truncate_history
 
 _logger = logging.getLogger(__name__)
 
@@ -132,3 +132,19 @@ def resume(
         truncate_history(run_dir, start_epoch)
     _logger.info("resumed from %s after epoch %d (step %d)", ckpt, state["epoch"], state["step"])
     return start_epoch, state["step"], state["best_metric"]
+
+
+def run_stage(
+    cfg: TrainConfig,
+    body: Callable[..., None],
+    *,
+    resume_run: bool,
+    overwrite: bool,
+    progress: bool,
+) -> Path:
+    """Set up the process group and run folder, then ``body(cfg, run_dir, env, ...)`` with its log."""
+    env = init_distributed(cfg.device)
+    run_dir = prepare_run_dir(cfg, resume=resume_run, overwrite=overwrite, is_main=env.is_main)
+    with log_to_file(run_dir, env.is_main):
+        body(cfg, run_dir, env, resume_run=resume_run, progress=progress)
+    return run_dir
