@@ -53,12 +53,14 @@ serve-check: install
 
 test: lint serve-check pytest
 
+# The ablations of docs/results.md. On a GPU machine add, e.g., JOBS=8 ARGS="--device cuda --workers 3".
+JOBS ?= 1
 study: install data
-	$(PY) benchmarks/study.py --runs $(RUNS)/study
+	$(PY) benchmarks/study.py --runs $(RUNS)/study --jobs $(JOBS) $(ARGS)
 
 # Figures for docs/performance.md, on the demo's model (run `make demo` first).
-FMNIST_VIT := --img-size 28 --patch-size 4 --in-chans 1 --embed-dim 128 --depth 6 --heads 4 \
-	--num-classes 10 --decoder-dim 128 --decoder-depth 2 --decoder-heads 4
+FMNIST_VIT := --img-size 28 --patch-size 4 --in-chans 1 --embed-dim 128 --depth 4 --heads 4 \
+	--num-classes 10 --decoder-dim 64 --decoder-depth 1 --decoder-heads 4
 bench: install
 	$(PY) benchmarks/bench_train.py $(FMNIST_VIT) --batch-size 256 --steps 10 --precision fp32
 	$(PY) benchmarks/bench_train.py $(FMNIST_VIT) --batch-size 256 --steps 10 --precision bf16

@@ -27,7 +27,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,9 @@ import torch
 
 from livt.export.fold import fit_temperature
 from livt.training import cli, plots
+from livt.training.batchrun import BatchRunError, Command, cli_flags, run_batch
 from livt.training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint_meta
-from livt.training.config import ConfigError, build_config, load_run_config
+from livt.training.config import PRECISIONS, ConfigError, build_config, load_run_config
 from livt.training.losses import loss_defaults
 from livt.training.metrics import compute_metrics, reliability_bins
 from livt.training.rundir import CONFIG_FILE, RUNTIME_FIELDS, read_history
@@ -81,6 +82,14 @@ class Spec:
         return f"{self.init}-{self.loss}{tau}-s{self.seed}"
 
 
+@dataclass(frozen=True)
+class _Planned:
+    """A ``livt-train`` command still to run and the run folder it writes."""
+
+    argv: list[str]
+    run_dir: Path
+
+
 @dataclass
 class Result:
     spec: Spec
@@ -101,6 +110,10 @@ class Study:
     mgp_epochs: int | None = None
     quiet: bool = False
     dry_run: bool = False
+    jobs: int = 1
+    report_only: bool = False  # train and evaluate nothing; report the finished runs as they are
+    machine: str | None = None  # where the runs were made, when not here
+    runtime: dict[str, Any] = field(default_factory=dict)  # --device/--precision/--workers for every run
 
     def __post_init__(self) -> None:
         self.commands: list[str] = []
@@ -113,15 +126,20 @@ class Study:
         return any(c.startswith("mgp/") or c.endswith("/" + SWEPT_LOSS) for c in self.cells)
 
     def pretrain(self) -> None:
+        if self.report_only:  # its checkpoints may have stayed behind; the report needs none of them
+            return
         overrides: dict[str, Any] = {"out": str(self.pretrain_dir)}
         if self.mgp_epochs is not None:
             overrides["epochs"] = self.mgp_epochs
-        self._ensure("pretrain", overrides)
+        self._execute([self._plan("pretrain", overrides)])
 
-    def finetune(self, spec: Spec) -> Result | None:
-        """Train (or reuse) ``spec``'s run; its result, or None in a dry run without one."""
-        run_dir = self.runs / spec.name
-        overrides: dict[str, Any] = {"out": str(run_dir), "loss": spec.loss, "seed": spec.seed}
+    def finetune(self, specs: Sequence[Spec]) -> list[Result | None]:
+        """Train (or reuse) every spec's run, ``jobs`` at a time; their results (None in a dry run)."""
+        self._execute([self._plan("finetune", self._finetune_overrides(spec)) for spec in specs])
+        return [self._result(spec) for spec in specs]
+
+    def _finetune_overrides(self, spec: Spec) -> dict[str, Any]:
+        overrides: dict[str, Any] = {"out": str(self.runs / spec.name), "loss": spec.loss, "seed": spec.seed}
         if spec.init == "mgp":
             overrides["init"] = str(self.pretrain_dir)
         else:
@@ -130,67 +148,94 @@ class Study:
             overrides["tau"] = spec.tau
         if self.ft_epochs is not None:
             overrides["epochs"] = self.ft_epochs
-        self._ensure("finetune", overrides)
+        return overrides
+
+    def _result(self, spec: Spec) -> Result | None:
+        run_dir = self.runs / spec.name
         if not (run_dir / "metrics.json").is_file():
             return None
         metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
         return Result(spec, run_dir, metrics, read_history(run_dir))
 
-    def calibrate(self, result: Result) -> None:
-        """ECE of the test predictions before and after a temperature fitted on the val predictions."""
-        paths = {split: self._predictions(result.run_dir, split) for split in ("val", "test")}
+    def calibrate(self, results: Sequence[Result]) -> None:
+        """ECE of each run's test predictions before and after a temperature fitted on its val predictions."""
+        splits = ("val", "test")
+        if self.report_only:
+            for result in results:
+                if not all(_predictions_path(result.run_dir, split).is_file() for split in splits):
+                    result.calibration = {
+                        "ece_before": result.metrics["ece"],
+                        "ece_after": None,
+                        "temperature": None,
+                    }
+            results = [r for r in results if r.calibration is None]
+        self._execute([self._plan_predictions(r.run_dir, split) for r in results for split in splits])
         if self.dry_run:
             return
-        z_val, y_val = _read_predictions(paths["val"])
-        z_test, y_test = _read_predictions(paths["test"])
-        temperature = fit_temperature(z_val, y_val)
-        counts = result.metrics["train_counts"]
-        before = compute_metrics(z_test, y_test, counts)
-        after = compute_metrics(z_test / temperature, y_test, counts)
-        result.calibration = {
-            "temperature": temperature,
-            "ece_before": before["ece"],
-            "ece_after": after["ece"],
-            "bins_before": reliability_bins(torch.from_numpy(z_test).softmax(dim=1), y_test),
-            "bins_after": reliability_bins(torch.from_numpy(z_test / temperature).softmax(dim=1), y_test),
-        }
+        for result in results:
+            z_val, y_val = _read_predictions(_predictions_path(result.run_dir, "val"))
+            z_test, y_test = _read_predictions(_predictions_path(result.run_dir, "test"))
+            temperature = fit_temperature(z_val, y_val)
+            counts = result.metrics["train_counts"]
+            before = compute_metrics(z_test, y_test, counts)
+            after = compute_metrics(z_test / temperature, y_test, counts)
+            probs_before = torch.from_numpy(z_test).softmax(dim=1)
+            probs_after = torch.from_numpy(z_test / temperature).softmax(dim=1)
+            result.calibration = {
+                "temperature": temperature,
+                "ece_before": before["ece"],
+                "ece_after": after["ece"],
+                "bins_before": reliability_bins(probs_before, y_test),
+                "bins_after": reliability_bins(probs_after, y_test),
+            }
 
-    def _predictions(self, run_dir: Path, split: str) -> Path:
-        """``predictions.jsonl`` of ``livt-train evaluate --split SPLIT`` (run once, then reused)."""
-        path = run_dir / f"eval-{split}" / "predictions.jsonl"
+    def _plan_predictions(self, run_dir: Path, split: str) -> _Planned | None:
+        """``livt-train evaluate --split SPLIT`` writing ``predictions.jsonl`` (None once it exists)."""
+        # evaluate's own default for workers would ignore the recipe's setting
+        runtime = {"workers": load_run_config(run_dir).workers, **self.runtime}
         argv = ["evaluate", "--run", str(run_dir), "--split", split]
-        workers = load_run_config(run_dir).workers
-        if workers is not None:  # evaluate's own default would ignore the recipe's setting
-            argv += ["--workers", str(workers)]
+        argv += cli_flags(runtime)
         self._record(argv)
-        if not path.is_file():
-            self._call(argv + (["--quiet"] if self.quiet else []), run_dir)
-        return path
+        if _predictions_path(run_dir, split).is_file():
+            return None
+        return _Planned(argv, run_dir)
 
-    def _ensure(self, stage: str, overrides: dict[str, Any]) -> None:
-        """Run ``livt-train STAGE`` unless its folder holds the finished run; resume a partial one."""
+    def _plan(self, stage: str, overrides: dict[str, Any]) -> _Planned | None:
+        """``livt-train STAGE`` unless its folder holds the finished run (None); resumes a partial one."""
         run_dir = Path(overrides["out"])
-        argv = [stage, "--recipe", self.recipe, *_flags(overrides)]
+        overrides = {**overrides, **self.runtime}
+        argv = [stage, "--recipe", self.recipe, *cli_flags(overrides)]
         self._record(argv)
         state = "new" if TAU_PENDING in argv else _run_state(stage, run_dir)
         if state == "done":
             self._check_same(stage, run_dir, overrides)
             print(f"  reuse   {run_dir}", flush=True)
-            return
+            return None
+        if self.report_only:
+            raise StudyError(f"{run_dir} holds no finished run, and --report-only trains nothing")
         extra = {"partial": ["--resume"], "stale": ["--overwrite"], "new": []}[state]
-        if self.quiet:
-            extra.append("--quiet")
-        self._call(argv + extra, run_dir)
+        return _Planned(argv + extra, run_dir)
 
-    def _call(self, argv: list[str], run_dir: Path) -> None:
-        print(f"  {'plan' if self.dry_run else 'run':<7} livt-train {shlex.join(argv)}", flush=True)
-        if self.dry_run:
+    def _execute(self, planned: Sequence[_Planned | None]) -> None:
+        """Run the planned commands: in this process one by one, or ``jobs`` processes at a time."""
+        todo = [p for p in planned if p is not None]
+        for p in todo:
+            print(f"  {'plan' if self.dry_run else 'run':<7} livt-train {shlex.join(p.argv)}", flush=True)
+        if self.dry_run or not todo:
             return
-        status = cli.main(argv)
-        if status == 130:
-            raise StudyError("interrupted; run the same command again to continue where it stopped")
-        if status != 0:
-            raise StudyError(f"livt-train {argv[0]} for {run_dir} failed with status {status}")
+        if self.jobs > 1:
+            logs = [p.run_dir.parent / f"{p.run_dir.name}.{p.argv[0]}.log" for p in todo]
+            try:
+                run_batch([Command(tuple(p.argv), log) for p, log in zip(todo, logs, strict=True)], self.jobs)
+            except BatchRunError as exc:
+                raise StudyError(str(exc)) from exc
+            return
+        for p in todo:
+            status = cli.main(p.argv + (["--quiet"] if self.quiet else []))
+            if status == 130:
+                raise StudyError("interrupted; run the same command again to continue where it stopped")
+            if status != 0:
+                raise StudyError(f"livt-train {p.argv[0]} for {p.run_dir} failed with status {status}")
 
     def _record(self, argv: list[str]) -> None:
         command = f"livt-train {shlex.join(argv)}"
@@ -211,20 +256,16 @@ class Study:
             )
 
 
+def _predictions_path(run_dir: Path, split: str) -> Path:
+    return run_dir / f"eval-{split}" / "predictions.jsonl"
+
+
 def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Log-probabilities and targets of a ``predictions.jsonl``."""
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     probs = np.array([r["probabilities"] for r in rows], dtype=np.float64)
     # A probability that underflowed to 0 gets the smallest float64 instead of log(0) = -inf.
     return np.log(np.maximum(probs, np.finfo(np.float64).tiny)), np.array([r["target"] for r in rows])
-
-
-def _flags(overrides: dict[str, Any]) -> list[str]:
-    out = []
-    for key, value in overrides.items():
-        flag = "--" + key.replace("_", "-")
-        out += [flag] if value is True else [flag, value if isinstance(value, str) else f"{value:g}"]
-    return out
 
 
 def _run_state(stage: str, run_dir: Path) -> str:
@@ -257,10 +298,8 @@ def run_study(study: Study) -> tuple[dict[float, Result], float | None, dict[str
     tau_star: float | str | None = None
     if any(c.endswith("/" + SWEPT_LOSS) for c in study.cells):
         print(f"== tau sweep: mgp/{SWEPT_LOSS}, seed {base_seed}", flush=True)
-        for tau in study.taus:
-            result = study.finetune(Spec("mgp", SWEPT_LOSS, base_seed, tau))
-            if result is not None:
-                sweep[tau] = result
+        specs = [Spec("mgp", SWEPT_LOSS, base_seed, tau) for tau in study.taus]
+        sweep = {s.tau: r for s, r in zip(specs, study.finetune(specs), strict=True) if r is not None}
         tau_star = choose_tau(sweep) if len(sweep) == len(study.taus) else TAU_PENDING
         pending = (
             " (known once the sweep has run; its seed-0 run is then reused)"
@@ -269,16 +308,17 @@ def run_study(study: Study) -> tuple[dict[float, Result], float | None, dict[str
         )
         print(f"   tau chosen on val: {tau_star}{pending}", flush=True)
     print("== grid" + (f" and seeds {', '.join(map(str, study.seeds))}" if len(study.seeds) > 1 else ""))
-    cells: dict[str, list[Result]] = {}
+    specs = []
     for cell in study.cells:
         init, loss = cell.split("/")
         seeds = study.seeds if cell in HEADLINE else (base_seed,)
         tau = tau_star if loss == SWEPT_LOSS else None
-        results = [study.finetune(Spec(init, loss, seed, tau)) for seed in seeds]
-        cells[cell] = [r for r in results if r is not None]
-    for results in cells.values():
-        for result in results:
-            study.calibrate(result)
+        specs += [Spec(init, loss, seed, tau) for seed in seeds]
+    cells: dict[str, list[Result]] = {cell: [] for cell in study.cells}
+    for result in study.finetune(specs):
+        if result is not None:
+            cells[result.spec.cell].append(result)
+    study.calibrate([r for results in cells.values() for r in results])
     return sweep, tau_star if isinstance(tau_star, float) else None, cells
 
 
@@ -395,7 +435,7 @@ def write_report(
         "images per class (`-`: no class in the group); tail-3 = mean accuracy of the 3 rarest classes.",
         "- ECE: 15 equal-width bins on the softmax of the raw logits; 'after T' divides the test logits by "
         "the temperature fitted on the val predictions (`livt.export.fold.fit_temperature`).",
-        f"- Machine: {_machine()}.",
+        f"- Machine: {study.machine or _machine()}.",
         f"- Time: {minutes:.1f} min of training epochs in all (sum of `metrics.jsonl` epoch times); this "
         f"invocation took {wall_s / 60:.1f} min (finished runs are reused).",
         "",
@@ -447,7 +487,7 @@ def write_report(
             name = {"balanced_acc": "balanced top-1", "tail3": "tail-3", "ece_after": "ECE after T"}[key]
             lines.append(
                 f"- {name}: {_pct(value)} (target {'at most' if at_most else 'at least'} {_pct(target)}): "
-                f"{'met' if met else 'missed'}"
+                f"{'not measured' if value is None else 'met' if met else 'missed'}"
             )
         lines.append(
             "- reference implementation (issue 6: its MAE code, 40 MGP + 15 bal-bce epochs, 19 min on "
@@ -513,6 +553,8 @@ def _figures(cells: dict[str, list[Result]], figures: Path) -> list[tuple[str, s
 
     cell, results = next(iter(headline.items()))
     calib = results[0].calibration
+    if calib is None or calib["temperature"] is None:  # --report-only without predictions
+        return drawn
     for when, title in (
         ("before", "before temperature scaling"),
         ("after", f"after T = {calib['temperature']:.2f}"),
@@ -567,6 +609,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--taus", type=_tau, nargs="+", default=[0.5, 1.0, 1.5, 2.0], help="bal-bce tau sweep")
     p.add_argument("--only", nargs="+", choices=CELLS, metavar="CELL",
                    help=f"run only these cells ({', '.join(CELLS)})")  # fmt: skip
+    p.add_argument("--jobs", type=_positive_int, default=1,
+                   help="fine-tuning runs at once, each in its own process (for a GPU or many cores)")  # fmt: skip
+    p.add_argument("--device", help="device of every run (livt-train --device)")
+    p.add_argument("--precision", choices=PRECISIONS, help="precision of every run (livt-train --precision)")
+    p.add_argument("--workers", type=int, help="DataLoader workers of every run")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train and evaluate nothing: report finished runs (e.g. copied back without checkpoints); "
+        "ECE after T is left out where a run has no val/test predictions",
+    )
+    p.add_argument("--machine", help="where the runs were made, for the report (default: this machine)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--dry-run", action="store_true", help="print the plan (runs to train, reuse or resume)")
     return p
@@ -589,6 +643,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         mgp_epochs=args.mgp_epochs,
         quiet=args.quiet,
         dry_run=args.dry_run,
+        jobs=args.jobs,
+        report_only=args.report_only,
+        machine=args.machine,
+        runtime={
+            k: getattr(args, k) for k in ("device", "precision", "workers") if getattr(args, k) is not None
+        },
     )
     command = shlex.join(["python", "benchmarks/study.py", *(sys.argv[1:] if argv is None else argv)])
     started = time.monotonic()

@@ -2,7 +2,7 @@
 
 Sizes of the small presets:
 
-- ``vit_fmnist``: 28 px grey, patch 4 (7 x 7 = 49 tokens), 128 wide, 6 blocks, 4 heads (1.2 M
+- ``vit_fmnist``: 28 px grey, patch 4 (7 x 7 = 49 tokens), 128 wide, 4 blocks, 4 heads (0.8 M
   parameters). Sized so that MGP + BFT on Fashion-MNIST-LT fit in minutes on a few CPU cores.
 - ``vit_cifar``: 32 px RGB, patch 4 (64 tokens), 256 wide, 7 blocks, 4 heads, MLP ratio 2: the
   ViT-Lite-7/4 shape of Hassani et al. ("Escaping the Big Data Paradigm with Compact
@@ -31,7 +31,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
         img_size=224, patch_size=16, in_chans=3, num_classes=1000, embed_dim=1024, depth=24, num_heads=16
     ),
     "vit_fmnist": dict(
-        img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=128, depth=6, num_heads=4
+        img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=128, depth=4, num_heads=4
     ),
     "vit_cifar": dict(
         img_size=32,

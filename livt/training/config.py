@@ -71,6 +71,9 @@ class TrainConfig:
     weight_decay: float = _opt(0.05, "AdamW weight decay (none on norms, biases, position/class/mask tokens)")
     betas: tuple[float, float] = _opt((0.9, 0.999), "AdamW betas")
     clip_grad: float | None = _opt(None, "clip the gradient norm to this value")
+    crop_scale: float = _opt(
+        0.08, "smallest area fraction of the random resized crop (ImageNet's 0.08 is harsh on tiny images)"
+    )
     seed: int = _opt(0, "seed of model init, data order and augmentation")
     workers: int | None = _opt(None, "DataLoader workers (default min(4, CPUs))")
     device: str = _opt("auto", "auto | cpu | cuda | cuda:N")
@@ -102,6 +105,7 @@ class TrainConfig:
             f"betas must be two numbers in [0, 1), got {list(self.betas)}",
         )
         _require(self.clip_grad is None or self.clip_grad > 0, f"clip_grad must be > 0, got {self.clip_grad}")
+        _require(0 < self.crop_scale <= 1, f"crop_scale must be in (0, 1], got {self.crop_scale}")
         _check_runtime(self.workers, self.device, self.precision)
 
     def model_sizes(self) -> dict[str, Any]:
@@ -146,6 +150,7 @@ class PretrainConfig(TrainConfig):
     min_lr: float = _opt(0.0, "final learning rate of the cosine schedule")
     warmup_epochs: float = _opt(40.0, "linear warm-up length in epochs (stepped per optimizer step)")
     betas: tuple[float, float] = _opt((0.9, 0.95), "AdamW betas")
+    crop_scale: float = _opt(0.2, "smallest area fraction of the random resized crop (MAE: 0.2)")
     mask_ratio: float = _opt(0.75, "fraction of patches hidden from the encoder")
     norm_pix_loss: bool = _opt(True, "regress per-patch normalised pixels")
     decoder_embed_dim: int = _opt(512, "MAE decoder width")
@@ -182,9 +187,6 @@ class FinetuneConfig(TrainConfig):
     drop_path: float = _opt(0.1, "stochastic depth rate")
     aa: str | None = _opt("rand-m9-mstd0.5-inc1", "RandAugment policy (timm string); 'none' = off")
     reprob: float = _opt(0.25, "random erasing probability")
-    crop_scale: float = _opt(
-        0.08, "smallest area fraction of the random resized crop (ImageNet's 0.08 is harsh on tiny images)"
-    )
     mixup: float = _opt(0.8, "mixup alpha (0 = off)")
     cutmix: float = _opt(1.0, "cutmix alpha (0 = off)")
     smoothing: float = _opt(0.1, "label smoothing")
@@ -210,7 +212,6 @@ class FinetuneConfig(TrainConfig):
         )
         _require(0 <= self.drop_path < 1, f"drop_path must be in [0, 1), got {self.drop_path}")
         _require(0 <= self.reprob <= 1, f"reprob must be in [0, 1], got {self.reprob}")
-        _require(0 < self.crop_scale <= 1, f"crop_scale must be in (0, 1], got {self.crop_scale}")
         _require(self.mixup >= 0 and self.cutmix >= 0, "mixup and cutmix alphas must be >= 0")
         _require(0 <= self.smoothing < 1, f"smoothing must be in [0, 1), got {self.smoothing}")
         _require(0 < self.crop_pct <= 1, f"crop_pct must be in (0, 1], got {self.crop_pct}")

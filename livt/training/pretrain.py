@@ -45,7 +45,9 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, env: DistEnv, *, resume_run: b
     dataset = load_split(
         cfg,
         "train",
-        lambda info: build_train_transform(info, cfg.img_size or info.image_size, stage="pretrain"),
+        lambda info: build_train_transform(
+            info, cfg.img_size or info.image_size, stage="pretrain", scale=(cfg.crop_scale, 1.0)
+        ),
     )
     info = dataset.info
     img_size = cfg.img_size or info.image_size

@@ -143,3 +143,26 @@ def test_bad_arguments_exit_with_status_2(extra: list[str], tmp_path: Path) -> N
     with pytest.raises(SystemExit) as exc:
         study.main(["--runs", str(tmp_path), *extra])
     assert exc.value.code == 2
+
+
+def test_jobs_run_the_same_study_in_parallel_processes(finished: Path, recipe: Path, tmp_path: Path) -> None:
+    assert study.main(_argv(recipe, tmp_path, "--jobs", "3")) == 0
+    runs = tmp_path / "runs"
+    for name in ("mgp-bal-bce-tau0.5-s0", "scratch-ce-s0", "scratch-ce-s1"):
+        assert (runs / f"{name}.finetune.log").read_text().startswith("$ livt-train finetune --recipe")
+        # same seeds, same single-threaded loading: a separate process trains the same model
+        assert _metrics(runs / name)["balanced_acc"] == _metrics(finished / "runs" / name)["balanced_acc"]
+    assert (tmp_path / "docs" / "results.md").is_file()
+
+
+def test_a_failing_parallel_run_names_its_log(
+    recipe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    values = yaml.safe_load(recipe.read_text())
+    values["finetune"]["blr"] = "oops"
+    bad.write_text(yaml.safe_dump(values))
+    argv = _argv(bad, tmp_path, "--jobs", "2", "--only", "scratch/ce")
+    assert study.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "failed with status" in err and "scratch-ce-s0.finetune.log" in err and "blr" in err

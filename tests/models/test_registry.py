@@ -7,7 +7,7 @@ EXPECTED = {
     "vit_small_patch16_224": (224, 16, 3, 384, 12, 6),
     "vit_base_patch16_224": (224, 16, 3, 768, 12, 12),
     "vit_large_patch16_224": (224, 16, 3, 1024, 24, 16),
-    "vit_fmnist": (28, 4, 1, 128, 6, 4),
+    "vit_fmnist": (28, 4, 1, 128, 4, 4),
     "vit_cifar": (32, 4, 3, 256, 7, 4),
     "vit_micro": (16, 4, 3, 32, 2, 2),
 }
@@ -34,7 +34,7 @@ def test_unknown_name_lists_presets():
 
 def test_overrides_apply_and_none_is_ignored():
     cfg = vit_config("vit_fmnist", num_classes=7, img_size=32, drop_path_rate=0.1, depth=None)
-    assert (cfg.num_classes, cfg.img_size, cfg.drop_path_rate, cfg.depth) == (7, 32, 0.1, 6)
+    assert (cfg.num_classes, cfg.img_size, cfg.drop_path_rate, cfg.depth) == (7, 32, 0.1, 4)
     assert cfg.name == "vit_fmnist"
     assert create_classifier(vit_config("vit_micro", in_chans=1)).patch_embed.proj.in_channels == 1
 

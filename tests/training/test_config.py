@@ -21,6 +21,7 @@ def test_defaults_follow_the_paper():
     ft = FinetuneConfig(**BASE, from_scratch=True)
     assert (pre.blr, pre.betas, pre.mask_ratio, pre.weight_decay) == (1.5e-4, (0.9, 0.95), 0.75, 0.05)
     assert (ft.blr, ft.layer_decay, ft.drop_path, ft.loss, ft.tau) == (1e-3, 0.75, 0.1, "bal-bce", 1.0)
+    assert (pre.crop_scale, ft.crop_scale) == (0.2, 0.08)  # MAE's and DeiT's random resized crops
 
 
 @pytest.mark.parametrize(
@@ -34,6 +35,7 @@ def test_defaults_follow_the_paper():
         (PretrainConfig, {"decoder_embed_dim": 30, "decoder_num_heads": 4}, "divisible"),
         (PretrainConfig, {"embed_dim": 0}, "embed_dim must be > 0"),
         (PretrainConfig, {"mlp_ratio": -1.0}, "mlp_ratio must be > 0"),
+        (PretrainConfig, {"crop_scale": 0.0}, r"crop_scale must be in \(0, 1\]"),
         (FinetuneConfig, {}, "exactly one of --init"),
         (FinetuneConfig, {"init": "x", "from_scratch": True}, "exactly one of --init"),
         (FinetuneConfig, {"from_scratch": True, "layer_decay": 1.5}, "layer_decay"),
