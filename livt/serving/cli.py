@@ -32,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--sha256", help="expected sha256 of the artifact (default: ARTIFACT.sha256 if present)")
     add("--providers", help="comma-separated ONNX Runtime providers, in order")
     add("--intra-op-threads", type=int, help="ONNX Runtime intra-op threads (default: its own)")
+    add(
+        "--intra-op-spinning",
+        action=argparse.BooleanOptionalAction,
+        help="let idle ONNX Runtime threads busy-wait: lower latency when idle, less throughput under "
+        "load (default: off)",
+    )
     add("--host", help="address to bind (default: 127.0.0.1)")
     add("--port", type=int, help="port (default: 8000)")
     add("--max-batch", type=int, help="most images per model call (default: 32)")
@@ -42,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-images", type=int, help="most images per request, else 413 (default and most: --max-batch)")
     add("--max-image-pixels", type=int, help="largest image in pixels, else 413 (default: 40M)")
     add("--log-level", choices=["critical", "error", "warning", "info", "debug"], help="(default: info)")
+    add(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        help="log one line per request (default: off; /metrics counts requests)",
+    )
     return parser
 
 
@@ -74,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     uvicorn.run(
         create_app(settings, model=model),
+        access_log=settings.access_log,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

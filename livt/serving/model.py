@@ -88,5 +88,10 @@ def load_model(settings: ServeSettings) -> ServedModel:
     """Verify, open and validate the artifact named by ``settings``; ``ArtifactError`` says why not."""
     path = settings.model
     sha256 = verify_checksum(path, settings.sha256)
-    backend = open_backend(path, providers=settings.providers, intra_op_threads=settings.intra_op_threads)
+    backend = open_backend(
+        path,
+        providers=settings.providers,
+        intra_op_threads=settings.intra_op_threads,
+        intra_op_spinning=settings.intra_op_spinning,
+    )
     return ServedModel(backend, parse_metadata(backend.metadata_json, path, sha256))

@@ -112,12 +112,17 @@ def transform(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
     short, long = (width, height) if width <= height else (height, width)
     new_short, new_long = cfg.resize, int(cfg.resize * long / short)
     size = (new_short, new_long) if width <= height else (new_long, new_short)
-    img = img.resize(size, _RESAMPLE[cfg.interpolation])
+    # Pillow's resize to the same size and a crop of the whole image are copies: skip them, as
+    # images already at the model's size (the common case for a small model) are half the work.
+    if size != img.size:
+        img = img.resize(size, _RESAMPLE[cfg.interpolation])
 
     crop = cfg.img_size
     left, top = _crop_offset(img.width, crop), _crop_offset(img.height, crop)
-    # Pillow fills a box outside the image with zeros, which is torchvision's zero padding.
-    img = img.crop((left, top, left + crop, top + crop))
+    box = (left, top, left + crop, top + crop)
+    if box != (0, 0, img.width, img.height):
+        # Pillow fills a box outside the image with zeros, which is torchvision's zero padding.
+        img = img.crop(box)
 
     arr = np.asarray(img, dtype=np.float32) / np.float32(255)
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)

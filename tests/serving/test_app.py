@@ -74,6 +74,13 @@ def test_pixel_cap_is_413(serve):
     with serve(max_image_pixels=500) as url:
         res = _post(url)
         assert res.status_code == 413 and "576 pixels" in res.json()["error"]
+        res = httpx.post(f"{url}/v1/predict", content=PNG, headers={"content-type": "image/png"})
+        assert res.status_code == 413 and "576 pixels" in res.json()["error"]
+    # Over the event loop's decoding cap (64 x 64) as well: the worker thread reports the real limit.
+    with serve(max_image_pixels=5000) as url:
+        res = _post(url, [image_bytes((80, 80))])
+        assert res.status_code == 413 and "6400 pixels" in res.json()["error"]
+        assert "limit of 5000" in res.json()["error"]
 
 
 def test_deadline_is_504_and_full_queue_is_503(serve, artifact: Path):
@@ -149,7 +156,13 @@ def test_api_key(serve):
 def test_openapi_documents_the_api(server: str):
     spec = httpx.get(f"{server}/openapi.json").json()
     predict = spec["paths"]["/v1/predict"]["post"]
-    assert set(predict["requestBody"]["content"]) == {"multipart/form-data", "application/json"}
+    assert set(predict["requestBody"]["content"]) == {
+        "multipart/form-data",
+        "application/json",
+        "image/*",
+        "application/octet-stream",
+    }
+    assert {p["name"] for p in predict["parameters"] if p["in"] == "query"} == {"top_k", "prior"}
     assert {"200", "400", "413", "415", "502", "503", "504"} <= set(predict["responses"])
     assert "/v2/models/{name}/infer" in spec["paths"]
     assert httpx.get(f"{server}/docs").status_code == 200

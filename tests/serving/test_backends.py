@@ -34,6 +34,14 @@ def test_onnxruntime_backend_runs_the_artifact(artifact: Path):
     assert '"classes"' in backend.metadata_json
 
 
+@pytest.mark.parametrize(("spinning", "entry"), [(False, "0"), (True, "1")])
+def test_thread_spinning_is_off_unless_asked_for(artifact: Path, spinning: bool, entry: str):
+    backend = open_backend(artifact, intra_op_spinning=spinning)
+    assert isinstance(backend, OnnxRuntimeBackend)
+    options = backend.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == entry
+
+
 def test_corrupt_and_incompatible_models_are_refused(tmp_path: Path, artifact: Path):
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(artifact.read_bytes()[:300])

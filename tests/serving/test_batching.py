@@ -106,6 +106,34 @@ def test_deadline_raises_timeout_and_worker_survives():
         batcher.close()
 
 
+def test_a_request_that_timed_out_in_the_queue_is_never_computed():
+    gate = threading.Event()
+    sizes: list[int] = []
+
+    def blocked(batch: np.ndarray) -> tuple[np.ndarray]:
+        sizes.append(len(batch))
+        gate.wait(5)
+        return (batch,)
+
+    batcher = DynamicBatcher(blocked, max_batch=1, max_delay_s=0, max_queue=8)
+    batcher.start()
+
+    async def scenario() -> None:
+        running = asyncio.ensure_future(batcher.submit(np.ones((1, 1)), timeout_s=5))
+        await asyncio.sleep(0.1)  # the worker is inside the model call now
+        with pytest.raises(InferenceTimeoutError):
+            await batcher.submit(np.ones((2, 1)), timeout_s=0.05)  # waits in the queue, times out
+        gate.set()
+        await running
+        await batcher.submit(np.ones((3, 1)), timeout_s=5)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        batcher.close()
+    assert sizes == [1, 3]
+
+
 def test_model_fault_fails_the_batch_not_the_worker():
     model = Recorder(fail=True)
     batcher = _batcher(model)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from livt.serving.cli import main
+
+from .conftest import free_port, image_bytes
 
 
 def _fails(capsys: pytest.CaptureFixture, argv: list[str], needle: str) -> None:
@@ -27,3 +33,28 @@ def test_unloadable_models_exit_2(tmp_path: Path, artifact: Path, capsys, monkey
     _fails(capsys, ["--model", str(artifact), "--providers", "NopeExecutionProvider"], "not available")
     _fails(capsys, ["--model", str(artifact), "--max-batch", "0"], "--max-batch")
     _fails(capsys, ["--model", str(artifact), "--max-batch", "4", "--max-images", "5"], "--max-images")
+
+
+@pytest.mark.parametrize("flag", [[], ["--access-log"]])
+def test_access_log_is_off_unless_asked_for(artifact: Path, flag: list[str]):
+    port = free_port()
+    cmd = [sys.executable, "-m", "livt.serving.cli", "--model", str(artifact), "--port", str(port), *flag]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{url}/v2/health/ready")
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, "livt-serve did not start"
+                time.sleep(0.1)
+        res = httpx.post(
+            f"{url}/v1/predict", content=image_bytes((20, 20)), headers={"content-type": "image/png"}
+        )
+        assert res.status_code == 200, res.text
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert ('"POST /v1/predict HTTP/1.1" 200' in err) == bool(flag), err

@@ -15,7 +15,9 @@ def test_environment_variables(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("LIVT_MAX_BATCH", "8")
     monkeypatch.setenv("LIVT_PROVIDERS", "CUDAExecutionProvider, CPUExecutionProvider")
     monkeypatch.setenv("LIVT_API_KEY", "sekrit-123")
+    monkeypatch.setenv("LIVT_INTRA_OP_SPINNING", "true")
     settings = ServeSettings()
+    assert settings.intra_op_spinning and not settings.access_log
     assert settings.model == Path("/models/model.onnx")
     assert settings.max_batch == 8
     assert settings.providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]

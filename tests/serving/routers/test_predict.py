@@ -160,8 +160,11 @@ def test_malformed_bodies(server: str):
         f"{server}/v1/predict", content=b"{not json", headers={"content-type": "application/json"}
     )
     assert res.status_code == 400 and "error" in res.json()
-    res = httpx.post(f"{server}/v1/predict", content=b"raw", headers={"content-type": "image/png"})
-    assert res.status_code == 415 and "multipart" in res.json()["error"]
+    res = httpx.post(f"{server}/v1/predict", content=b"raw", headers={"content-type": "text/plain"})
+    assert res.status_code == 415
+    assert all(kind in res.json()["error"] for kind in ("image/png", "multipart", "text/plain"))
+    res = httpx.post(f"{server}/v1/predict", content=b"raw")
+    assert res.status_code == 415 and "none" in res.json()["error"]
     res = httpx.post(f"{server}/v1/predict", files=[("other", ("a", b"x"))])
     assert res.status_code == 400 and "no images" in res.json()["error"]
     assert httpx.get(f"{server}/v2/health/ready").status_code == 200
@@ -172,3 +175,90 @@ def test_data_url_and_alpha_images(server: str):
     res = httpx.post(f"{server}/v1/predict", json={"images": [data], "top_k": 2})
     assert res.status_code == 200, res.text
     assert len(res.json()["predictions"][0]["top_k"]) == 2
+
+
+def _post_image(url: str, data: bytes, content_type: str = "image/png", **query) -> httpx.Response:
+    return httpx.post(
+        f"{url}/v1/predict", content=data, params=query, headers={"content-type": content_type}, timeout=30
+    )
+
+
+def _probabilities(body: dict) -> np.ndarray:
+    """The full probability row of a one-image response asked for every class."""
+    got = np.zeros(len(CLASSES))
+    for item in body["predictions"][0]["top_k"]:
+        assert item["label"] == CLASSES[item["index"]]
+        got[item["index"]] = item["probability"]
+    return got
+
+
+def test_large_and_many_images_are_decoded_off_the_event_loop_alike(server: str, artifact: Path):
+    # Past 64 x 64 pixels in all, a request's images decode in a worker thread: same predictions.
+    files = [
+        image_bytes((100, 90), "PNG", seed=11),
+        *(image_bytes((30, 30), "PNG", seed=s) for s in range(6)),
+    ]
+    res = _predict(server, files, top_k="4")
+    assert res.status_code == 200, res.text
+    _, probabilities = _reference(artifact, files)
+    for pred, expected in zip(res.json()["predictions"], probabilities, strict=True):
+        got = np.zeros(len(CLASSES))
+        for item in pred["top_k"]:
+            got[item["index"]] = item["probability"]
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content_type"),
+    [
+        ("PNG", "image/png"),
+        ("JPEG", "image/jpeg"),
+        ("PNG", "application/octet-stream"),
+        ("JPEG", "image/png"),
+    ],
+)
+def test_image_body_predictions_match_the_eval_path(server: str, artifact: Path, fmt: str, content_type: str):
+    # The declared image type is not trusted: the decoder reads the format from the bytes.
+    data = image_bytes((37, 23), fmt, seed=7)
+    res = _post_image(server, data, content_type, top_k=4)
+    assert res.status_code == 200, res.text
+    body = res.json()
+    assert body["prior"] == "train" and len(body["predictions"]) == 1
+    _, probabilities = _reference(artifact, [data])
+    np.testing.assert_allclose(_probabilities(body), probabilities[0], atol=1e-5)
+    assert len(_post_image(server, data).json()["predictions"][0]["top_k"]) == 4  # all of 4 classes
+
+
+def test_image_body_takes_the_prior_as_a_query_parameter(server: str):
+    data = image_bytes((30, 30), "PNG", seed=5)
+    custom = [0.1, 0.2, 0.3, 0.4]
+    multipart = _predict(server, [data], top_k="4", prior=json.dumps(custom)).json()
+    res = _post_image(server, data, top_k=4, prior=json.dumps(custom))
+    assert res.status_code == 200, res.text
+    assert res.json()["prior"] == "custom"
+    np.testing.assert_allclose(_probabilities(res.json()), _probabilities(multipart), atol=1e-6)
+    balanced = _post_image(server, data, top_k=4, prior="balanced").json()
+    assert balanced["prior"] == "balanced"
+    assert not np.allclose(_probabilities(balanced), _probabilities(res.json()))
+
+
+@pytest.mark.parametrize(
+    ("data", "query", "status", "needle"),
+    [
+        (b"", {}, 400, "empty"),
+        (_corrupt_png(), {}, 400, "corrupt"),
+        (b"%PDF-1.4 not an image", {}, 415, "accepted format"),
+        (image_bytes((64, 64))[:2000], {}, 400, "truncated"),
+        (_tiny_png(), {"top_k": "0"}, 400, "query parameter top_k"),
+        (_tiny_png(), {"top_k": "1000"}, 400, "top_k"),
+        (_tiny_png(), {"top_k": "many"}, 400, "top_k"),
+        (_tiny_png(), {"prior": "posterior"}, 400, "prior"),
+        (_tiny_png(), {"prior": "[1, 2]"}, 400, "4 values"),
+        (_tiny_png(), {"prior": "[1, 2"}, 400, "JSON"),
+        (_tiny_png(), {"topk": "3"}, 400, "unknown query parameter 'topk'"),
+    ],
+)
+def test_bad_image_body_is_a_4xx_json_error(server: str, data: bytes, query: dict, status: int, needle: str):
+    res = _post_image(server, data, **query)
+    assert res.status_code == status, res.text
+    assert needle in res.json()["error"]
