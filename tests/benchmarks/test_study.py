@@ -166,3 +166,34 @@ def test_a_failing_parallel_run_names_its_log(
     assert study.main(argv) == 2
     err = capsys.readouterr().err
     assert "failed with status" in err and "scratch-ce-s0.finetune.log" in err and "blr" in err
+
+
+def test_report_only_reports_runs_copied_back_without_checkpoints(
+    recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    # Run folders record their --init path: train with relative paths, copy to the same relative place.
+    small = ["--taus", "1", "--seeds", "0", "--only", "mgp/bal-bce", "scratch/ce"]
+    (tmp_path / "a").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    assert study.main([*_argv(recipe, Path(".")), *small]) == 0
+    shutil.copytree("runs", tmp_path / "b" / "runs", ignore=shutil.ignore_patterns("checkpoints", "eval-*"))
+    monkeypatch.chdir(tmp_path / "b")
+    argv = [*_argv(recipe, Path(".")), *small, "--report-only", "--machine", "a GPU machine"]
+    assert study.main(argv) == 0
+    text = (tmp_path / "b" / "docs" / "results.md").read_text()
+    assert "- Machine: a GPU machine." in text
+    headline = _row(text, "MGP + bal-bce")
+    ece = _metrics(tmp_path / "a" / "runs" / "mgp-bal-bce-tau1-s0")["ece"]
+    assert headline[7] == f"{100 * ece:.1f}" and headline[8:] == ["-", "-"]  # no predictions: no T
+    assert "ECE after T: - (target at most 3.0): not measured" in text
+    assert not list((tmp_path / "b" / "runs").glob("*/checkpoints"))  # nothing was trained
+
+
+def test_report_only_refuses_a_missing_run(
+    recipe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [*_argv(recipe, tmp_path), "--taus", "1", "--seeds", "0", "--only", "scratch/ce", "--report-only"]
+    assert study.main(argv) == 2
+    assert "holds no finished run, and --report-only trains nothing" in capsys.readouterr().err
