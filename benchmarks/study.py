@@ -37,11 +37,11 @@ import torch
 from livt.export.fold import fit_temperature
 from livt.training import cli, plots
 from livt.training.batchrun import BatchRunError, Command, cli_flags, run_batch
-from livt.training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint_meta
+from livt.training.checkpoint import CheckpointError
 from livt.training.config import PRECISIONS, ConfigError, build_config, load_run_config
 from livt.training.losses import loss_defaults
 from livt.training.metrics import compute_metrics, reliability_bins
-from livt.training.rundir import CONFIG_FILE, RUNTIME_FIELDS, read_history
+from livt.training.rundir import RUNTIME_FIELDS, read_history, run_state
 
 LOSSES = ("ce", "bce", "bal-ce", "bal-bce")
 INITS = ("scratch", "mgp")
@@ -206,7 +206,7 @@ class Study:
         overrides = {**overrides, **self.runtime}
         argv = [stage, "--recipe", self.recipe, *cli_flags(overrides)]
         self._record(argv)
-        state = "new" if TAU_PENDING in argv else _run_state(stage, run_dir)
+        state = "new" if TAU_PENDING in argv else run_state(stage, run_dir)
         if state == "done":
             self._check_same(stage, run_dir, overrides)
             print(f"  reuse   {run_dir}", flush=True)
@@ -266,21 +266,6 @@ def _read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
     probs = np.array([r["probabilities"] for r in rows], dtype=np.float64)
     # A probability that underflowed to 0 gets the smallest float64 instead of log(0) = -inf.
     return np.log(np.maximum(probs, np.finfo(np.float64).tiny)), np.array([r["target"] for r in rows])
-
-
-def _run_state(stage: str, run_dir: Path) -> str:
-    """``new`` (no run), ``stale`` (config but no checkpoint), ``partial`` or ``done``."""
-    if not (run_dir / CONFIG_FILE).is_file():
-        return "new"
-    if stage == "finetune" and (run_dir / "metrics.json").is_file():
-        return "done"
-    try:
-        meta = load_checkpoint_meta(find_checkpoint(run_dir, "last"))
-    except CheckpointError:
-        return "stale"
-    if stage == "pretrain" and meta["epoch"] + 1 >= load_run_config(run_dir).epochs:
-        return "done"
-    return "partial"
 
 
 def choose_tau(sweep: dict[float, Result]) -> float:

@@ -26,7 +26,6 @@ from typing import Any
 import yaml
 
 from livt.training.batchrun import BatchRunError, Command, cli_flags, run_batch
-from livt.training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint_meta
 from livt.training.config import (
     MODEL_SIZE_FIELDS,
     PRECISIONS,
@@ -36,7 +35,7 @@ from livt.training.config import (
     recipe_path,
 )
 from livt.training.metrics import tail_accuracy
-from livt.training.rundir import RUNTIME_FIELDS, read_history
+from livt.training.rundir import RUNTIME_FIELDS, read_history, run_state
 
 _GRID_KEYS = {"recipe", "pretrain", "finetune", "not_chosen"}
 
@@ -100,7 +99,7 @@ def run(grid: dict[str, Any], runs: Path, runtime: dict[str, Any], jobs: int) ->
     todo = []
     for stage, name, overrides in plan(grid, runs, runtime):
         run_dir = Path(overrides["out"])
-        if not _finished(stage, run_dir):
+        if run_state(stage, run_dir) != "done":
             todo.append((stage, name, overrides))
             continue
         wanted = build_config(stage, recipe=grid["recipe"], overrides=overrides)
@@ -170,16 +169,6 @@ def best_recipe(grid: dict[str, Any], rows: Sequence[dict[str, Any]]) -> tuple[s
         recipe.update({k: overrides.pop(k) for k in list(overrides) if k in MODEL_SIZE_FIELDS})
         recipe[stage] = {**recipe.get(stage, {}), **overrides}
     return winner["variant"], recipe
-
-
-def _finished(stage: str, run_dir: Path) -> bool:
-    if stage == "finetune":
-        return (run_dir / "metrics.json").is_file()
-    try:
-        meta = load_checkpoint_meta(find_checkpoint(run_dir, "last"))
-        return meta["epoch"] + 1 >= load_run_config(run_dir).epochs
-    except (CheckpointError, ConfigError, OSError):
-        return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:

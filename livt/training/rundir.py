@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from livt.training.checkpoint import atomic_write_text
+from livt.training.checkpoint import CheckpointError, atomic_write_text, find_checkpoint, load_checkpoint_meta
 from livt.training.config import ConfigError, TrainConfig, config_to_yaml, load_run_config
 
 CONFIG_FILE = "config.yaml"
@@ -111,3 +111,22 @@ def truncate_history(run_dir: Path, epochs: int) -> None:
 def append_history(run_dir: Path, record: dict[str, Any]) -> None:
     with open(Path(run_dir) / HISTORY_FILE, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
+
+
+def run_state(stage: str, run_dir: Path) -> str:
+    """``new`` (no run), ``stale`` (config but no checkpoint), ``partial`` or ``done``.
+
+    A fine-tuning run is done once it has written its test metrics; a pretraining run once its last
+    checkpoint is of its last epoch.
+    """
+    if not (run_dir / CONFIG_FILE).is_file():
+        return "new"
+    if stage == "finetune" and (run_dir / "metrics.json").is_file():
+        return "done"
+    try:
+        meta = load_checkpoint_meta(find_checkpoint(run_dir, "last"))
+    except CheckpointError:
+        return "stale"
+    if stage == "pretrain" and meta["epoch"] + 1 >= load_run_config(run_dir).epochs:
+        return "done"
+    return "partial"
