@@ -7,8 +7,9 @@ ordinary run folder under ``--runs``: a finished run is reused, a partial one re
 can be stopped and started again. Writes ``docs/results.md`` and its figures.
 
 Calibration: ``livt-train evaluate`` writes the best checkpoint's val and test probabilities; their
-logs are the logits up to a per-row constant, which temperature scaling ignores. ``T`` is fitted on
-val (the export's own ``fit_temperature``) and only applied to test.
+logs are the logits up to a per-row constant, which temperature scaling and BCTS ignore (one scale
+for every class). The export's own ``select_calibration`` picks one of them on val; it is only
+applied to test.
 
     python benchmarks/study.py --runs runs/study                          # the whole study
     python benchmarks/study.py --ft-epochs 5 --mgp-epochs 10 --dry-run    # print the plan only
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from livt.export.fold import fit_temperature
+from livt.export.calibration import select_calibration
 from livt.training import cli, plots
 from livt.training.batchrun import BatchRunError, Command, cli_flags, run_batch
 from livt.training.checkpoint import CheckpointError
@@ -175,14 +176,16 @@ class Study:
         for result in results:
             z_val, y_val = _read_predictions(_predictions_path(result.run_dir, "val"))
             z_test, y_test = _read_predictions(_predictions_path(result.run_dir, "test"))
-            temperature = fit_temperature(z_val, y_val)
+            calibration = select_calibration(z_val, y_val, ("temperature", "bcts")).calibration
             counts = result.metrics["train_counts"]
+            z_after = calibration.apply(z_test)
             before = compute_metrics(z_test, y_test, counts)
-            after = compute_metrics(z_test / temperature, y_test, counts)
+            after = compute_metrics(z_after, y_test, counts)
             probs_before = torch.from_numpy(z_test).softmax(dim=1)
-            probs_after = torch.from_numpy(z_test / temperature).softmax(dim=1)
+            probs_after = torch.from_numpy(z_after).softmax(dim=1)
             result.calibration = {
-                "temperature": temperature,
+                "method": calibration.method,
+                "temperature": calibration.temperature,
                 "ece_before": before["ece"],
                 "ece_after": after["ece"],
                 "bins_before": reliability_bins(probs_before, y_test),
@@ -418,8 +421,9 @@ def write_report(
         f"model `{run_cfg.model}`.",
         f"- Groups: Many > {run_cfg.many}, Medium {run_cfg.few}-{run_cfg.many}, Few < {run_cfg.few} training "
         "images per class (`-`: no class in the group); tail-3 = mean accuracy of the 3 rarest classes.",
-        "- ECE: 15 equal-width bins on the softmax of the raw logits; 'after T' divides the test logits by "
-        "the temperature fitted on the val predictions (`livt.export.fold.fit_temperature`).",
+        "- ECE: 15 equal-width bins on the softmax of the raw logits; 'after T' applies to the test logits "
+        "the calibrator chosen and fitted on the val predictions (`livt.export.calibration.select_calibration`, "
+        "temperature or BCTS).",
         f"- Machine: {study.machine or _machine()}.",
         f"- Time: {minutes:.1f} min of training epochs in all (sum of `metrics.jsonl` epoch times); this "
         f"invocation took {wall_s / 60:.1f} min (finished runs are reused).",
@@ -542,7 +546,7 @@ def _figures(cells: dict[str, list[Result]], figures: Path) -> list[tuple[str, s
         return drawn
     for when, title in (
         ("before", "before temperature scaling"),
-        ("after", f"after T = {calib['temperature']:.2f}"),
+        ("after", f"after {calib['method']}, T = {calib['temperature']:.2f}"),
     ):
         name = f"study_reliability_{when}.png"
         plots.plot_reliability(calib[f"bins_{when}"], figures / name, title=f"{_label(cell)}: {title}")

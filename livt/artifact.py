@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 METADATA_KEY = "livt"  # ONNX metadata_props key (and Triton parameter) holding the metadata JSON
-FORMAT_VERSION = 1
+# 2: logits = calibrated balanced logits + prior offset (1 divided the offset by a temperature).
+FORMAT_VERSION = 2
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("logits", "probabilities")
 CHECKSUM_SUFFIX = ".sha256"

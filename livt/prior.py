@@ -1,15 +1,20 @@
-"""Target label priors and the logit offset that moves balanced logits to them.
+"""Target label priors and the rule that moves calibrated balanced logits to them.
 
-A LiVT model trained with a balanced loss predicts balanced posteriors: its raw logits ``z`` assume
-every class is equally likely. A deployment that knows its label distribution ``pi`` adds an offset
-to the logits. The offset mirrors the bias the training loss added for the training prior, so that
-``prior="train"`` recovers the logits the loss was fitted on:
+A LiVT model trained with a balanced loss predicts balanced posteriors: after calibration (see
+``livt.export.calibration``) its logits ``c`` give ``q(y|x)`` for a world where every class is
+equally likely. A deployment whose label distribution is ``pi`` adds an offset to those logits;
+two rules are implemented (docs/architecture.md has the measurements behind the default):
 
-- BCE family (``bce``, ``bal-bce``): ``tau * (log pi - log(1 - pi))``, the sigmoid's log-odds;
-- everything else (softmax family): ``tau * log pi`` (logit adjustment, Menon et al. 2021).
+- ``bayes`` (default): ``log pi``. Bayes' rule under label shift: ``p(y|x) ~ q(y|x) pi(y) / u(y)``
+  with ``u`` uniform, so the offset is ``log pi`` up to a constant that softmax ignores.
+- ``loss``: the offset the training loss added for the training prior, ``tau * (log pi - log(1 -
+  pi))`` for the BCE family (``bce``, ``bal-bce``: the sigmoid's log-odds) and ``tau * log pi``
+  for the softmax family (logit adjustment, Menon et al. 2021), so ``prior="train"`` recovers the
+  logits the loss was fitted on.
 
-This module is shared by export (folded into the head) and serving (applied per request), so it
-imports numpy only: the serving image carries no PyTorch.
+The offset is added to calibrated logits and never divided by a temperature. This module is shared
+by export (folded into the head) and serving (applied per request), so it imports numpy only: the
+serving image carries no PyTorch.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 BCE_FAMILY = frozenset({"bce", "bal-bce"})
+PRIOR_RULES = ("bayes", "loss")
+DEFAULT_RULE = "bayes"
 
 # A class with zero target frequency would get an offset of -inf; clip it to a very unlikely class
 # instead so logits and probabilities stay finite (and JSON-serialisable).
@@ -57,23 +64,47 @@ def resolve_prior(
     return "custom", _normalise(spec, num_classes, "prior")
 
 
-def prior_offset(pi: np.ndarray | None, loss: str, tau: float, num_classes: int) -> np.ndarray:
-    """The logit offset for target prior ``pi`` under a model trained with ``loss`` and ``tau``."""
+def prior_offset(
+    pi: np.ndarray | None, loss: str, tau: float, num_classes: int, rule: str = DEFAULT_RULE
+) -> np.ndarray:
+    """The logit offset (float32) for target prior ``pi`` under ``rule`` for a model trained with
+    ``loss`` and ``tau``; zeros for the balanced prior (``pi is None``)."""
+    if rule not in PRIOR_RULES:
+        raise PriorError(f"prior rule must be one of {', '.join(PRIOR_RULES)}, got {rule!r}")
     if pi is None:
         return np.zeros(num_classes, dtype=np.float32)
-    if tau == 0:
+    check_balanced(loss, tau)
+    p = np.asarray(pi, dtype=np.float64)
+    if p.shape != (num_classes,):
+        raise PriorError(f"prior: expected {num_classes} values (one per class), got shape {p.shape}")
+    p = np.clip(p, _MIN_PI, 1.0 - _MIN_PI)
+    if rule == "bayes":
+        return np.log(p).astype(np.float32)
+    log_prior = np.log(p) - np.log1p(-p) if loss in BCE_FAMILY else np.log(p)
+    return (tau * log_prior).astype(np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, shifted by the row maximum for stability (the dtype of ``logits``)."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def has_balanced_logits(loss: str, tau: float) -> bool:
+    """Whether a model trained with ``loss`` and ``tau`` predicts balanced posteriors."""
+    return tau != 0
+
+
+def check_balanced(loss: str, tau: float) -> None:
+    """Raise ``PriorError`` for a model whose logits already follow its training distribution."""
+    if not has_balanced_logits(loss, tau):
         # Without a prior term in the loss (ce, bce, focal, ... or tau 0) the logits already follow
         # the training label distribution: there is no balanced starting point to shift.
         raise PriorError(
             f"a model trained with {loss!r} and tau 0 has no balanced logits, so a target prior cannot "
             "be applied; train with a balanced loss (bal-bce, bal-ce) to choose the prior at deployment"
         )
-    p = np.asarray(pi, dtype=np.float64)
-    if p.shape != (num_classes,):
-        raise PriorError(f"prior: expected {num_classes} values (one per class), got shape {p.shape}")
-    p = np.clip(p, _MIN_PI, 1.0 - _MIN_PI)
-    log_prior = np.log(p) - np.log1p(-p) if loss in BCE_FAMILY else np.log(p)
-    return (tau * log_prior).astype(np.float32)
 
 
 def _normalise(values: Sequence[float], num_classes: int, what: str) -> np.ndarray:

@@ -97,21 +97,31 @@ def test_bad_prior_files_raise(tmp_path, name, text, classes, message):
         resolve_prior(path, COUNTS, classes)
 
 
-def test_offset_is_log_odds_for_bce_family_and_log_for_softmax():
+def test_bayes_rule_is_log_pi_whatever_the_loss_and_tau():
+    pi = np.array([0.6, 0.3, 0.1])
+    for loss, tau in (("bal-bce", 1.0), ("bal-bce", 0.5), ("bal-ce", 2.0)):
+        np.testing.assert_allclose(prior_offset(pi, loss, tau, 3), np.log(pi), rtol=1e-6)
+        np.testing.assert_allclose(prior_offset(pi, loss, tau, 3, "bayes"), np.log(pi), rtol=1e-6)
+
+
+def test_loss_rule_is_log_odds_for_bce_family_and_log_for_softmax():
     pi = np.array([0.6, 0.3, 0.1])
     assert {"bce", "bal-bce"} == BCE_FAMILY
     for loss in ("bce", "bal-bce"):
         expected = [2.0 * math.log(p / (1 - p)) for p in pi]
-        np.testing.assert_allclose(prior_offset(pi, loss, 2.0, 3), expected, rtol=1e-6)
+        np.testing.assert_allclose(prior_offset(pi, loss, 2.0, 3, "loss"), expected, rtol=1e-6)
     for loss in ("ce", "bal-ce", "focal"):
-        np.testing.assert_allclose(prior_offset(pi, loss, 0.5, 3), 0.5 * np.log(pi), rtol=1e-6)
+        np.testing.assert_allclose(prior_offset(pi, loss, 0.5, 3, "loss"), 0.5 * np.log(pi), rtol=1e-6)
+    with pytest.raises(PriorError, match="prior rule must be one of"):
+        prior_offset(pi, "bal-bce", 1.0, 3, "odds")
 
 
 def test_offset_stays_finite_for_zero_and_one():
-    offset = prior_offset(np.array([1.0, 0.0]), "bal-bce", 1.0, 2)
-    assert np.all(np.isfinite(offset))
-    assert offset[0] > 20 and offset[1] < -20
-    assert np.all(np.isfinite(prior_offset(np.array([1.0, 0.0]), "bal-ce", 1.0, 2)))
+    for rule in ("bayes", "loss"):
+        offset = prior_offset(np.array([1.0, 0.0]), "bal-bce", 1.0, 2, rule)
+        assert np.all(np.isfinite(offset))
+        assert offset[0] - offset[1] > 20
+        assert np.all(np.isfinite(prior_offset(np.array([1.0, 0.0]), "bal-ce", 1.0, 2, rule)))
 
 
 def test_offset_rejects_a_prior_of_the_wrong_length():

@@ -14,6 +14,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from livt.export.pipeline import CALIBRATION_CHOICES  # torch-free at import, like this CLI's --help
+from livt.prior import DEFAULT_RULE, PRIOR_RULES
+
 EXIT_VERIFY = 1
 EXIT_USAGE = 2
 
@@ -27,14 +30,17 @@ examples:
 
 priors: 'balanced' (default) keeps the model's balanced logits; 'train' folds the training label
 distribution back in; a JSON (list, or {class: value}) or CSV (value per line, or class,value) file
-folds a deployment distribution. --calibrate fits a temperature on the run's val split.
+folds a deployment distribution. The prior is applied to the calibrated balanced logits as
+Bayes' rule says (log pi; --prior-rule loss: the training loss's own offset).
+--calibrate fits a calibrator (temperature, bcts or vector scaling; auto: the best by
+cross-validated NLL) on the raw balanced logits of the run's balanced val split.
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="livt-export",
-        description="Export a fine-tuned livt run with its prior and temperature folded into the head, "
+        description="Export a fine-tuned livt run with its calibration and prior folded into the head, "
         "verified against PyTorch. Also: `livt-export benchmark ARTIFACT...` (see `livt-export benchmark -h`).",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -58,7 +64,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--prior", default="balanced", help="balanced | train | PATH.json | PATH.csv (default: balanced)"
     )
     fold.add_argument(
-        "--calibrate", action="store_true", help="fit a temperature on the val split and fold it"
+        "--prior-rule",
+        default=DEFAULT_RULE,
+        choices=PRIOR_RULES,
+        help=f"how the prior moves the calibrated logits (default: {DEFAULT_RULE})",
+    )
+    fold.add_argument(
+        "--calibrate",
+        nargs="?",
+        const="auto",
+        choices=CALIBRATION_CHOICES,
+        help="fit a calibrator on the balanced val split and fold it: auto (the default when the flag "
+        "is given alone: the best of temperature, bcts, vector by cross-validated NLL) or one method",
+    )
+    fold.add_argument(
+        "--calibration-folds", type=int, default=5, help="cross-validation folds for --calibrate (5)"
     )
     onnx = p.add_argument_group("ONNX")
     onnx.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17; default 17)")
@@ -147,7 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         out=args.out,
         format=args.format,
         prior=args.prior,
+        prior_rule=args.prior_rule,
         calibrate=args.calibrate,
+        calibration_folds=args.calibration_folds,
         optimize=args.optimize,
         int8=args.int8,
         int8_mode=args.int8_mode,
@@ -187,18 +209,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _print_summary(result, options) -> None:
-    from livt.export.pipeline import evaluation_table
+    from livt.export.pipeline import calibration_table, evaluation_table
 
     report = result.report
-    print(f"prior: {report['prior']['mode']}   temperature: {report['temperature']:.4f}")
-    if report["calibration"]:
-        for split in ("val", "test"):
-            s = report["calibration"].get(split)
-            if s:
-                print(
-                    f"calibration ({split}): NLL {s['nll_before']:.4f} -> {s['nll_after']:.4f}, "
-                    f"ECE {s['ece_before']:.4f} -> {s['ece_after']:.4f}"
-                )
+    print(f"prior: {report['prior']['mode']} (rule: {report['prior']['rule']})")
+    table = calibration_table(report)
+    if table:
+        print(table)
     for name, parity in report["parity"].items():
         print(
             f"parity {name}: max |diff| {parity['max_abs_diff_logits']:.2e}, "

@@ -27,11 +27,10 @@ def build_metadata(
     meta: dict[str, Any],
     *,
     prior: dict[str, Any],
-    temperature: float,
+    calibration: dict[str, Any] | None,
     run_metrics: dict[str, Any],
     source_sha256: str,
     quantization: str | None = None,
-    calibration: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The contract metadata for an artifact exported from checkpoint ``meta`` (``meta.json``)."""
     if quantization not in QUANTIZATION_MODES:
@@ -55,7 +54,6 @@ def build_metadata(
         "outputs": list(OUTPUT_NAMES),
         "preprocess": pp,
         "prior": prior,
-        "temperature": float(temperature),
         "calibration": calibration,
         "quantization": quantization,
         "metrics": metrics,

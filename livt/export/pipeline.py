@@ -19,11 +19,12 @@ import numpy as np
 from livt.artifact import checksum_path, engine_sidecar_path, write_checksum
 from livt.export.errors import ExportError, VerificationError
 from livt.export.metadata import build_metadata
-from livt.prior import PriorError
+from livt.prior import DEFAULT_RULE, PRIOR_RULES, PriorError
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "tensorrt", "triton")
+CALIBRATION_CHOICES = ("auto", "none", "temperature", "bcts", "vector")
 REPORT_FILE = "export_report.json"
 DEFAULT_MANY, DEFAULT_FEW = 100, 20
 _EVAL_KEYS = ("top1", "balanced_acc", "many", "medium", "few", "ece", "nll")
@@ -37,7 +38,9 @@ class ExportOptions:
     out: Path
     format: str = "onnx"
     prior: str = "balanced"
-    calibrate: bool = False
+    prior_rule: str = DEFAULT_RULE
+    calibrate: str | None = None  # None: no calibration; "auto": chosen on val; or one method
+    calibration_folds: int = 5
     optimize: bool = False
     int8: bool = False
     int8_mode: str | None = None  # "dynamic" | "static"; None: dynamic for ONNX, static (Q/DQ) for TensorRT
@@ -71,6 +74,12 @@ class ExportOptions:
         )
         if self.format not in FORMATS:
             raise ExportError(f"--format must be one of {FORMATS}, got {self.format!r}")
+        if self.calibrate not in (None, *CALIBRATION_CHOICES):
+            raise ExportError(f"--calibrate must be one of {CALIBRATION_CHOICES}, got {self.calibrate!r}")
+        if self.prior_rule not in PRIOR_RULES:
+            raise ExportError(f"--prior-rule must be one of {PRIOR_RULES}, got {self.prior_rule!r}")
+        if self.calibration_folds < 2:
+            raise ExportError(f"--calibration-folds must be >= 2, got {self.calibration_folds}")
         if self.fp16 and not engine:
             raise ExportError("--fp16 needs a TensorRT engine (--format tensorrt); ONNX exports stay FP32")
         if not engine and any(b is not None for b in (self.min_batch, self.opt_batch, self.max_batch)):
@@ -147,7 +156,12 @@ def run_export(opts: ExportOptions) -> ExportResult:
     meta = source.meta
     try:
         fold = resolve_prior_fold(
-            opts.prior, meta["class_counts"], meta["classes"], meta["loss"], float(meta["tau"])
+            opts.prior,
+            meta["class_counts"],
+            meta["classes"],
+            meta["loss"],
+            float(meta["tau"]),
+            opts.prior_rule,
         )
     except PriorError as exc:
         raise ExportError(f"--prior: {exc}") from exc
@@ -165,20 +179,21 @@ def run_export(opts: ExportOptions) -> ExportResult:
         check_set = open_split(source, "test", data_root=opts.data_root)
     x_check, _ = load_subset(check_set, opts.verify_samples)
 
-    temperature, calibration = 1.0, None
-    if opts.calibrate:
-        temperature, calibration = _calibrate(source, fold, val, eval_set, opts)
-    folded = FoldedClassifier(source.model, fold.offset, temperature)
+    choice = _calibrate(source, val, opts) if opts.calibrate not in (None, "none") else None
+    calibration = choice.calibration if choice is not None else None
+    folded = FoldedClassifier(source.model, fold.offset, calibration)
+    calibration_meta = (
+        {**calibration.to_dict(), "split": "val", "images": choice.images} if choice is not None else None
+    )
 
     def metadata(quantization: str | None = None) -> dict[str, Any]:
         return build_metadata(
             meta,
             prior=fold.to_dict(),
-            temperature=temperature,
+            calibration=calibration_meta,
             run_metrics=source.run_metrics,
             source_sha256=source.weights_sha256,
             quantization=quantization,
-            calibration=calibration,
         )
 
     report: dict[str, Any] = {
@@ -186,8 +201,7 @@ def run_export(opts: ExportOptions) -> ExportResult:
         "checkpoint": str(source.ckpt_dir),
         "format": opts.format,
         "prior": fold.to_dict(),
-        "temperature": temperature,
-        "calibration": calibration,
+        "calibration": _calibration_report(choice, opts) if choice is not None else None,
         "parity": {},
         "evaluation": None,
     }
@@ -197,7 +211,12 @@ def run_export(opts: ExportOptions) -> ExportResult:
         tmp = Path(tmp_name)
         variants = _export_onnx_variants(opts, source, folded, x_check, metadata, tmp, report)
         if eval_set is not None:
-            report["evaluation"] = _evaluate(variants, eval_set, source, opts)
+            report["evaluation"], fp32_logits, targets = _evaluate(variants, eval_set, source, fold, opts)
+            if choice is not None and opts.eval_split == "test":
+                # The fp32 artifact's logits are c(z) + offset: recover z and score every candidate
+                # calibrator on the same images, without decoding the split a second time.
+                raw = (fp32_logits - fold.offset - calibration.bias) / calibration.scale
+                _score_candidates(report["calibration"], choice, raw, targets, opts.eval_split)
         if opts.format == "onnx":
             files = _publish_onnx(variants, out, report)
             return ExportResult(files[0], files, report)
@@ -227,7 +246,11 @@ def _open_val(source: Any, opts: ExportOptions) -> Any | None:
         return open_split(source, "val", data_root=opts.data_root)
     except ExportError as exc:
         needed_by = (
-            "--calibrate" if opts.calibrate else "--eval-split val" if opts.eval_split == "val" else None
+            "--calibrate"
+            if opts.calibrate not in (None, "none")
+            else "--eval-split val"
+            if opts.eval_split == "val"
+            else None
         )
         if needed_by:
             raise ExportError(f"{needed_by} needs the val split: {exc}") from exc
@@ -235,55 +258,60 @@ def _open_val(source: Any, opts: ExportOptions) -> Any | None:
         return None
 
 
-def _torch_logits(
-    module: Any, dataset: Any, opts: ExportOptions, limit: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+def _torch_logits(module: Any, dataset: Any, opts: ExportOptions) -> tuple[np.ndarray, np.ndarray]:
     """``module``'s logits and the targets over ``dataset``, streamed batch by batch."""
     from livt.export.onnx import run_torch
     from livt.export.source import iter_batches
 
     logits, targets = [], []
-    for x, y in iter_batches(dataset, limit=limit, workers=opts.workers):
+    for x, y in iter_batches(dataset, workers=opts.workers):
         logits.append(run_torch(module, x)[0])
         targets.append(y)
     return np.concatenate(logits), np.concatenate(targets)
 
 
-def _calibrate(
-    source: Any, fold: Any, val: Any, eval_set: Any, opts: ExportOptions
-) -> tuple[float, dict[str, Any]]:
-    from livt.export.fold import FoldedClassifier, fit_temperature, prior_weights
-    from livt.training.metrics import compute_metrics
+def _calibrate(source: Any, val: Any, opts: ExportOptions) -> Any:
+    """Fit the calibrator on the raw (balanced) logits of the balanced val split, unweighted."""
+    from livt.export.calibration import CALIBRATORS, select_calibration
+    from livt.export.fold import FoldedClassifier
 
     raw = FoldedClassifier(source.model, np.zeros(source.num_classes, dtype=np.float32))
-    counts = source.meta["class_counts"]
     z_val, y_val = _torch_logits(raw, val, opts)
-    z_val += fold.offset
-    weights = prior_weights(y_val, fold.pi, source.num_classes)
-    temperature = fit_temperature(z_val, y_val, weights)
-    logger.info("fitted temperature %.4f on %d val images", temperature, len(y_val))
+    methods = CALIBRATORS if opts.calibrate == "auto" else (opts.calibrate,)
+    choice = select_calibration(z_val, y_val, methods, folds=opts.calibration_folds)
+    if opts.calibrate != "auto" and choice.calibration.method == "none":
+        # An explicit method is what the user asked for, even where it does not beat no calibration.
+        choice.calibration = choice.candidates[opts.calibrate]
+    logger.info(
+        "calibration %s on %d balanced val images (%d-fold CV NLL %s)",
+        choice.calibration.method, choice.images, choice.folds,
+        ", ".join(f"{m} {s['nll']:.4f}" for m, s in choice.scores.items()),
+    )  # fmt: skip
+    return choice
 
-    def scores(z: np.ndarray, y: np.ndarray) -> dict[str, float]:
-        before, after = compute_metrics(z, y, counts), compute_metrics(z / temperature, y, counts)
-        return {
-            "nll_before": float(before["nll"]),
-            "nll_after": float(after["nll"]),
-            "ece_before": float(before["ece"]),
-            "ece_after": float(after["ece"]),
-        }
 
-    calibration = {
-        "method": "temperature",
-        "temperature": temperature,
+def _calibration_report(choice: Any, opts: ExportOptions) -> dict[str, Any]:
+    return {
+        "method": choice.calibration.method,
+        "selection": "auto" if opts.calibrate == "auto" else "fixed",
+        "criterion": f"{choice.folds}-fold cross-validated NLL, balanced val split, unweighted",
         "split": "val",
-        "size": len(y_val),
-        "weighted_by_prior": weights is not None,
-        "val": scores(z_val, y_val),
+        "images": choice.images,
+        "params": choice.calibration.to_dict(),
+        "candidates": {m: {"val_cv": s} for m, s in choice.scores.items()},
     }
-    if eval_set is not None and opts.eval_split == "test":
-        z_test, y_test = _torch_logits(raw, eval_set, opts, limit=opts.eval_limit)
-        calibration["test"] = scores(z_test + fold.offset, y_test)
-    return temperature, calibration
+
+
+def _score_candidates(
+    report: dict[str, Any], choice: Any, raw: np.ndarray, targets: np.ndarray, split: str
+) -> None:
+    """Each candidate's NLL and ECE (balanced prior) on the eval split, fitted on val."""
+    from livt.training.metrics import compute_metrics
+
+    counts = [1] * raw.shape[1]  # the groups are not reported here
+    for method, calibration in choice.candidates.items():
+        m = compute_metrics(calibration.apply(raw), targets, counts)
+        report["candidates"][method][split] = {"nll": m["nll"], "ece": m["ece"]}
 
 
 def _export_onnx_variants(
@@ -340,8 +368,13 @@ def _check_agreement(name: str, agreement: float, threshold: float, max_diff: fl
         )
 
 
-def _evaluate(variants: dict[str, Path], dataset: Any, source: Any, opts: ExportOptions) -> dict:
-    """Every variant's metrics on the eval split, in one streamed pass (each batch decoded once)."""
+def _evaluate(
+    variants: dict[str, Path], dataset: Any, source: Any, fold: Any, opts: ExportOptions
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Every variant's metrics on the eval split, in one streamed pass (each batch decoded once).
+
+    Returns the report entry and the fp32 variant's logits and the targets.
+    """
     from livt.export.onnx import make_session, run_onnx
     from livt.export.source import iter_batches
     from livt.training.metrics import compute_metrics
@@ -354,22 +387,21 @@ def _evaluate(variants: dict[str, Path], dataset: Any, source: Any, opts: Export
             logits[name].append(run_onnx(session, x)[0])
         targets.append(y)
     y = np.concatenate(targets)
+    all_logits = {name: np.concatenate(parts) for name, parts in logits.items()}
     results = {}
-    for name in variants:
-        metrics = compute_metrics(
-            np.concatenate(logits[name]),
-            y,
-            source.meta["class_counts"],
-            many=opts.many,
-            few=opts.few,
-        )
+    for name, z in all_logits.items():
+        metrics = compute_metrics(z, y, source.meta["class_counts"], many=opts.many, few=opts.few)
         results[name] = {k: (None if metrics[k] is None else float(metrics[k])) for k in _EVAL_KEYS}
-    return {
+    entry = {
         "split": opts.eval_split,
         "samples": len(y),
+        # The artifacts' outputs are scored as they are: under the folded prior, on this split's labels.
+        "prior": fold.mode,
+        "split_labels": "balanced" if len(set(np.bincount(y).tolist()) - {0}) == 1 else "as in the split",
         "groups": {"many": f"> {opts.many} training images", "few": f"< {opts.few} training images"},
         "variants": results,
     }
+    return entry, all_logits["onnx-fp32"], y
 
 
 def _publish_onnx(variants: dict[str, Path], out: Path, report: dict) -> list[Path]:
@@ -504,7 +536,8 @@ def evaluation_table(report: dict[str, Any]) -> str:
         return "-" if v is None else f"{100 * v:.2f}"
 
     lines = [
-        f"{evaluation['split']} split, {evaluation['samples']} images",
+        f"{evaluation['split']} split, {evaluation['samples']} images ({evaluation['split_labels']} labels), "
+        f"scored under the folded prior '{evaluation['prior']}'",
         f"{'variant':<20} {'top1':>7} {'bal.acc':>7} {'many':>7} {'medium':>7} {'few':>7} {'ECE':>7} {'agree':>7}",
     ]
     for name, m in evaluation["variants"].items():
@@ -513,4 +546,25 @@ def evaluation_table(report: dict[str, Any]) -> str:
             f"{name:<20} {pct(m['top1']):>7} {pct(m['balanced_acc']):>7} {pct(m['many']):>7} "
             f"{pct(m['medium']):>7} {pct(m['few']):>7} {pct(m['ece']):>7} {pct(agree):>7}"
         )
+    return "\n".join(lines)
+
+
+def calibration_table(report: dict[str, Any]) -> str:
+    """What the calibration minimised and each candidate's scores (empty without a calibration)."""
+    cal = report.get("calibration")
+    if not cal:
+        return ""
+    params = cal["params"]
+    t = "" if params["temperature"] is None else f", T = {params['temperature']:.4f}"
+    lines = [
+        f"calibration: {cal['method']}{t} ({cal['selection']}; {cal['criterion']}, {cal['images']} images)",
+        f"{'candidate':<12} {'val NLL':>8} {'val ECE':>8} {'test NLL':>9} {'test ECE':>9}",
+    ]
+    for method, scores in cal["candidates"].items():
+        test = scores.get("test", {})
+        lines.append(
+            f"{method:<12} {scores['val_cv']['nll']:>8.4f} {100 * scores['val_cv']['ece']:>7.2f}% "
+            + (f"{test['nll']:>9.4f} {100 * test['ece']:>8.2f}%" if test else f"{'-':>9} {'-':>9}")
+        )
+    lines.append("(val: held-out folds; test: balanced test split, fitted on all of val; balanced prior)")
     return "\n".join(lines)

@@ -7,17 +7,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import numpy as np
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from livt import __version__
+from livt.label_shift import total_variation
 from livt.serving.batching import DynamicBatcher
 from livt.serving.dependencies import ServingState
 from livt.serving.errors import install_error_handlers
 from livt.serving.limits import BodySizeLimitMiddleware
 from livt.serving.metrics import MetricsMiddleware, ServingMetrics
 from livt.serving.model import ServedModel, load_model
-from livt.serving.routers import metrics, predict, ui, v2
+from livt.serving.prior_monitor import PriorMonitor, PriorSnapshot
+from livt.serving.routers import metrics, predict, prior, ui, v2
 from livt.serving.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
@@ -34,15 +37,28 @@ def create_app(settings: ServeSettings, *, model: ServedModel | None = None) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         served = model if model is not None else load_model(settings)
+        if served.info.num_classes <= settings.metrics_max_classes:
+            app_metrics.bind_classes(served.info.classes)
+        monitor = _prior_monitor(settings, served, app_metrics)
+
+        def on_batch(size: int, seconds: float, outputs: tuple[np.ndarray, ...]) -> None:
+            app_metrics.observe_batch(size, seconds)
+            balanced = served.balanced_logits(outputs[0])
+            app_metrics.observe_predictions(balanced.argmax(axis=1))
+            if monitor is not None:
+                monitor.observe(balanced)
+
         batcher = DynamicBatcher(
             served.run,
             max_batch=settings.max_batch,
             max_delay_s=settings.max_delay_ms / 1000,
             max_queue=settings.max_queue,
-            on_batch=app_metrics.observe_batch,
+            on_batch=on_batch,
         )
         batcher.start()
-        app.state.serving = ServingState(settings, served, batcher, app_metrics)
+        if monitor is not None:
+            monitor.start()
+        app.state.serving = ServingState(settings, served, batcher, app_metrics, monitor)
         logger.info(
             "serving %s (%s, version %s) as %r",
             served.info.path,
@@ -55,6 +71,8 @@ def create_app(settings: ServeSettings, *, model: ServedModel | None = None) -> 
         finally:
             app.state.serving = None
             batcher.close()
+            if monitor is not None:
+                monitor.close()
 
     app = FastAPI(
         title="livt",
@@ -67,6 +85,7 @@ def create_app(settings: ServeSettings, *, model: ServedModel | None = None) -> 
     install_error_handlers(app)
     app.include_router(ui.router)
     app.include_router(predict.router)
+    app.include_router(prior.router)
     app.include_router(v2.public)
     app.include_router(v2.router)
     app.include_router(metrics.router)
@@ -75,3 +94,25 @@ def create_app(settings: ServeSettings, *, model: ServedModel | None = None) -> 
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app_metrics)
     return app
+
+
+def _prior_monitor(
+    settings: ServeSettings, served: ServedModel, metrics: ServingMetrics
+) -> PriorMonitor | None:
+    """The traffic's prior estimator, where the model has balanced logits and the window is on."""
+    if settings.prior_window == 0 or not served.has_balanced_logits:
+        return None
+    train_pi = np.asarray(served.info.class_counts, dtype=np.float64) / sum(served.info.class_counts)
+
+    def publish(snapshot: PriorSnapshot) -> None:
+        est = snapshot.estimate
+        metrics.observe_prior(est.pi, est.std, est.images, total_variation(est.pi, train_pi))
+
+    return PriorMonitor(
+        served.info.num_classes,
+        window=settings.prior_window,
+        min_images=settings.prior_min_images,
+        interval_s=settings.prior_interval_s,
+        bootstrap=settings.prior_bootstrap,
+        on_estimate=publish,
+    )

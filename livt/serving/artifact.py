@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from livt.artifact import FORMAT_VERSION, checksum_path, read_checksum, sha256_file
+from livt.prior import PRIOR_RULES
 from livt.serving.preprocess import PreprocessConfig
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -34,9 +35,10 @@ class ArtifactInfo:
     class_counts: tuple[int, ...]
     loss: str
     tau: float
-    temperature: float
     prior_mode: str
-    offset: np.ndarray = field(repr=False)
+    prior_rule: str
+    offset: np.ndarray = field(repr=False)  # the folded prior's: logits - offset = calibrated balanced logits
+    calibration: dict[str, Any] | None
     preprocess: PreprocessConfig
 
     @property
@@ -81,8 +83,14 @@ def parse_metadata(raw: str, path: Path, sha256: str) -> ArtifactInfo:
         raise ArtifactError(f"{path}: the livt metadata is not a JSON object")
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
+        hint = (
+            " (exported by an older livt: export it again)"
+            if isinstance(version, int) and version < FORMAT_VERSION
+            else ""
+        )
         raise ArtifactError(
-            f"{path}: metadata format_version {version!r} is not supported (this server reads {FORMAT_VERSION})"
+            f"{path}: metadata format_version {version!r} is not supported (this server reads "
+            f"{FORMAT_VERSION}){hint}"
         )
     try:
         classes = tuple(str(c) for c in meta["classes"])
@@ -96,9 +104,10 @@ def parse_metadata(raw: str, path: Path, sha256: str) -> ArtifactInfo:
             class_counts=counts,
             loss=str(meta["loss"]),
             tau=float(meta["tau"]),
-            temperature=float(meta["temperature"]),
             prior_mode=str(meta["prior"]["mode"]),
+            prior_rule=str(meta["prior"]["rule"]),
             offset=offset,
+            calibration=meta["calibration"],
             preprocess=PreprocessConfig.from_dict(meta["preprocess"]),
         )
     except KeyError as exc:
@@ -110,6 +119,10 @@ def parse_metadata(raw: str, path: Path, sha256: str) -> ArtifactInfo:
         raise ArtifactError(
             f"{path}: metadata has {k} classes, {len(counts)} class_counts and {offset.size} offsets"
         )
-    if not (np.isfinite(offset).all() and np.isfinite(info.temperature) and info.temperature > 0):
-        raise ArtifactError(f"{path}: metadata prior offset and temperature must be finite (temperature > 0)")
+    if not np.isfinite(offset).all():
+        raise ArtifactError(f"{path}: metadata prior offset must be finite")
+    if info.prior_rule not in PRIOR_RULES:
+        raise ArtifactError(f"{path}: metadata prior rule {info.prior_rule!r} is not one of {PRIOR_RULES}")
+    if info.calibration is not None and not isinstance(info.calibration, dict):
+        raise ArtifactError(f"{path}: metadata calibration must be an object or null")
     return info

@@ -73,7 +73,7 @@ class DynamicBatcher:
         max_batch: int,
         max_delay_s: float,
         max_queue: int,
-        on_batch: Callable[[int, float], None] | None = None,
+        on_batch: Callable[[int, float, tuple[np.ndarray, ...]], None] | None = None,
     ):
         self._run = run
         self._max_batch = max_batch
@@ -181,7 +181,12 @@ class DynamicBatcher:
             return
         elapsed = time.perf_counter() - start
         if self._on_batch is not None:
-            self._on_batch(len(inputs), elapsed)
+            # After the model call and on this thread: observers (metrics, the prior window) cost no
+            # request any latency, but must be quick, since the next batch waits for them.
+            try:
+                self._on_batch(len(inputs), elapsed, outputs)
+            except Exception:
+                logger.exception("batch observer failed")
         settled: list[tuple[_Item, BatchResult | BaseException]] = []
         row = 0
         for item in batch:

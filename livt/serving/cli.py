@@ -47,6 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-body-bytes", type=int, help="largest request body, else 413 (default: 32 MiB)")
     add("--max-images", type=int, help="most images per request, else 413 (default and most: --max-batch)")
     add("--max-image-pixels", type=int, help="largest image in pixels, else 413 (default: 40M)")
+    add(
+        "--default-prior",
+        choices=["model", "balanced", "train", "estimated"],
+        help="prior of requests that name none (default: model, the artifact's own)",
+    )
+    add(
+        "--prior-window", type=int, help="recent images the estimated prior rests on, 0 = off (default: 2000)"
+    )
+    add("--prior-min-images", type=int, help="images before 'estimated' is applied (default: 500)")
+    add("--prior-interval-s", type=float, help="seconds between re-estimates of the prior (default: 5)")
+    add("--prior-bootstrap", type=int, help="bootstrap resamples for the estimate's spread (default: 20)")
+    add("--metrics-max-classes", type=int, help="per-class Prometheus series up to this many classes (200)")
     add("--log-level", choices=["critical", "error", "warning", "info", "debug"], help="(default: info)")
     add(
         "--access-log",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -44,10 +46,58 @@ class ServingMetrics:
         self.batch_size = Histogram(
             "livt_batch_size", "images per model call", buckets=_BATCH_BUCKETS, registry=self.registry
         )
+        self.prior_images = Gauge(
+            "livt_prior_estimate_images", "images the estimated prior rests on", registry=self.registry
+        )
+        self.prior_distance = Gauge(
+            "livt_prior_distance_train",
+            "total variation distance of the estimated prior to the training prior",
+            registry=self.registry,
+        )
+        self._per_class: tuple[list, list, list] | None = None
+
+    def bind_classes(self, classes: Sequence[str]) -> None:
+        """Per-class series for the estimated prior and the predicted classes (one child each)."""
+        estimate = Gauge(
+            "livt_prior_estimate", "estimated prior of the recent traffic", ["class"], registry=self.registry
+        )
+        spread = Gauge(
+            "livt_prior_estimate_std",
+            "bootstrap standard deviation of the estimated prior",
+            ["class"],
+            registry=self.registry,
+        )
+        predicted = Counter(
+            "livt_predicted_images",
+            "images by their most probable class under the balanced prior",
+            ["class"],
+            registry=self.registry,
+        )
+        self._per_class = tuple(
+            [metric.labels(c) for c in classes] for metric in (estimate, spread, predicted)
+        )
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
         self.inference_time.observe(seconds)
+
+    def observe_predictions(self, top_classes: np.ndarray) -> None:
+        """Count a batch's top classes (a no-op without per-class series)."""
+        if self._per_class is None:
+            return
+        counters = self._per_class[2]
+        counts = np.bincount(top_classes, minlength=len(counters))
+        for c in np.flatnonzero(counts):
+            counters[c].inc(int(counts[c]))
+
+    def observe_prior(self, pi: np.ndarray, std: np.ndarray, images: int, distance_train: float) -> None:
+        self.prior_images.set(images)
+        self.prior_distance.set(distance_train)
+        if self._per_class is not None:
+            for child, value in zip(self._per_class[0], pi, strict=True):
+                child.set(float(value))
+            for child, value in zip(self._per_class[1], std, strict=True):
+                child.set(float(value))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,22 +1,26 @@
 """The served model: a backend plus its validated metadata, and the request-time prior.
 
-The artifact's logits are ``(z + offset_export) / T``. A request asking for another prior gets
-``(z + prior_offset(pi, loss, tau)) / T`` with ``z = logits * T - offset_export`` recovered first.
+The artifact's logits are ``c + offset_export``: ``c`` the calibrated balanced logits, the offset
+that of the prior folded at export. A request asking for another prior gets ``c + prior_offset(pi)``
+under the artifact's prior rule, with ``c = logits - offset_export`` recovered first (no
+temperature is involved: calibration happened before the prior, inside the artifact).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from livt.prior import PriorError, prior_offset, resolve_prior
+from livt.prior import PriorError, has_balanced_logits, prior_offset, resolve_prior, softmax
 from livt.serving.artifact import ArtifactError, ArtifactInfo, parse_metadata, verify_checksum
 from livt.serving.backends import Backend, open_backend
 from livt.serving.settings import ServeSettings
 
 MODEL_PRIOR = "model"  # the prior folded into the artifact: leave the logits as they are
+ESTIMATED_PRIOR = "estimated"  # the prior estimated from the traffic (livt.serving.prior_monitor)
 PriorSpec = str | Sequence[float] | None
 
 
@@ -46,6 +50,19 @@ class ServedModel:
         """The artifact's ``(logits, probabilities)`` for a float32 ``[N, C, H, W]`` batch."""
         return self.backend.run(batch)
 
+    @property
+    def has_balanced_logits(self) -> bool:
+        """Whether a target prior can be applied (the model was trained with a balanced loss)."""
+        return has_balanced_logits(self.info.loss, self.info.tau)
+
+    def balanced_logits(self, logits: np.ndarray) -> np.ndarray:
+        """The calibrated balanced logits behind the artifact's ``logits``."""
+        return logits - self.info.offset
+
+    def prior_offset(self, pi: np.ndarray | None) -> np.ndarray:
+        """The offset that moves the calibrated balanced logits to prior ``pi`` (None: balanced)."""
+        return prior_offset(pi, self.info.loss, self.info.tau, self.info.num_classes, self.info.prior_rule)
+
     def resolve_prior(self, spec: PriorSpec) -> tuple[str, np.ndarray | None]:
         """``(mode, offset)`` for a request's prior; ``offset`` is None for the artifact's own.
 
@@ -55,9 +72,11 @@ class ServedModel:
         if spec is None or spec == MODEL_PRIOR:
             return self.info.prior_mode, None
         if isinstance(spec, str) and spec not in ("balanced", "train"):
-            raise PriorError(f"prior must be 'model', 'balanced', 'train' or a list of numbers, got {spec!r}")
+            raise PriorError(
+                f"prior must be 'model', 'balanced', 'train', 'estimated' or a list of numbers, got {spec!r}"
+            )
         mode, pi = resolve_prior(spec, self.info.class_counts)
-        return mode, prior_offset(pi, self.info.loss, self.info.tau, self.info.num_classes)
+        return mode, self.prior_offset(pi)
 
     def apply_prior(
         self, logits: np.ndarray, probabilities: np.ndarray, offset: np.ndarray | None
@@ -65,16 +84,8 @@ class ServedModel:
         """The artifact's outputs moved to the prior ``offset`` (None: returned unchanged)."""
         if offset is None:
             return Prediction(logits=logits, probabilities=probabilities)
-        t = np.float32(self.info.temperature)
-        moved = (logits * t - self.info.offset + offset) / t
+        moved = self.balanced_logits(logits) + offset
         return Prediction(logits=moved, probabilities=softmax(moved))
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, shifted by the row maximum for stability."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
 
 
 def top_k(probabilities: np.ndarray, k: int) -> list[tuple[int, float]]:
@@ -84,14 +95,35 @@ def top_k(probabilities: np.ndarray, k: int) -> list[tuple[int, float]]:
     return [(int(i), float(probabilities[i])) for i in order]
 
 
-def load_model(settings: ServeSettings) -> ServedModel:
-    """Verify, open and validate the artifact named by ``settings``; ``ArtifactError`` says why not."""
-    path = settings.model
-    sha256 = verify_checksum(path, settings.sha256)
+def open_model(
+    path: Path,
+    *,
+    sha256: str | None = None,
+    providers: list[str] | None = None,
+    intra_op_threads: int = 0,
+    intra_op_spinning: bool = False,
+) -> ServedModel:
+    """Verify, open and validate the artifact at ``path``; ``ArtifactError`` says why not."""
+    path = Path(path)
+    digest = verify_checksum(path, sha256)
     backend = open_backend(
-        path,
+        path, providers=providers, intra_op_threads=intra_op_threads, intra_op_spinning=intra_op_spinning
+    )
+    return ServedModel(backend, parse_metadata(backend.metadata_json, path, digest))
+
+
+def load_model(settings: ServeSettings) -> ServedModel:
+    """The artifact named by ``settings``, checked against the settings that depend on it."""
+    served = open_model(
+        settings.model,
+        sha256=settings.sha256,
         providers=settings.providers,
         intra_op_threads=settings.intra_op_threads,
         intra_op_spinning=settings.intra_op_spinning,
     )
-    return ServedModel(backend, parse_metadata(backend.metadata_json, path, sha256))
+    if settings.default_prior != MODEL_PRIOR and not served.has_balanced_logits:
+        raise ArtifactError(
+            f"{settings.model}: --default-prior {settings.default_prior} needs balanced logits, but the "
+            f"model was trained with {served.info.loss!r} and tau {served.info.tau:g} (use --default-prior model)"
+        )
+    return served

@@ -6,10 +6,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PriorField = Literal["model", "balanced", "train"] | list[float] | None
+PriorField = Literal["model", "balanced", "train", "estimated"] | list[float] | None
 _PRIOR_DOC = (
-    "the label prior to predict under: 'model' (the artifact's own, default), 'balanced', 'train' "
-    "(training frequencies) or one non-negative number per class (normalised)"
+    "the label prior to predict under: 'model' (the artifact's own), 'balanced', 'train' (training "
+    "frequencies), 'estimated' (estimated from the recent traffic, see GET /v1/prior) or one "
+    "non-negative number per class (normalised); default: the server's --default-prior"
 )
 
 
@@ -52,8 +53,10 @@ class Timing(BaseModel):
 class PredictResponse(BaseModel):
     model: ModelRef
     prior: str = Field(
-        description="the prior the probabilities are for: model's own mode, balanced, train, custom"
+        description="the prior the probabilities are for: the model's own mode, balanced, train, "
+        "estimated, custom"
     )
+    prior_note: str | None = Field(None, description="why the prior differs from the one asked for")
     predictions: list[ImagePrediction] = Field(description="one entry per image, in request order")
     timing: Timing
 
@@ -65,9 +68,24 @@ class ModelInfo(BaseModel):
     platform: str
     classes: list[str]
     prior: dict[str, Any]
-    temperature: float
+    calibration: dict[str, Any] | None = Field(description="the calibrator folded into the artifact")
     metrics: dict[str, Any] | None = None
     metadata: dict[str, Any] = Field(description="the artifact's whole livt metadata")
+
+
+class PriorEstimateResponse(BaseModel):
+    classes: list[str]
+    estimate: list[float] | None = Field(description="the EM estimate of the traffic's label prior")
+    std: list[float] | None = Field(description="bootstrap standard deviation of each class's frequency")
+    images: int = Field(description="images the estimate rests on (at most window)")
+    seen: int = Field(description="images the model has seen since the server started")
+    window: int
+    min_images: int = Field(description="fewest images before requests for 'estimated' get it")
+    ready: bool = Field(description="whether 'estimated' is applied (else balanced is, with a note)")
+    distance_to_train: float | None = Field(description="total variation distance to the training prior")
+    distance_to_balanced: float | None = Field(description="total variation distance to the uniform prior")
+    train: list[float] = Field(description="the training prior")
+    updated_at: str | None = Field(description="when the estimate was made (UTC, ISO 8601)")
 
 
 # --- Open Inference Protocol v2 ------------------------------------------------------------------

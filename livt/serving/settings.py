@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -52,6 +52,21 @@ class ServeSettings(BaseSettings):
 
     api_key: SecretStr | None = Field(None, description="if set, required as Bearer token or X-API-Key")
 
+    default_prior: Literal["model", "balanced", "train", "estimated"] = Field(
+        "model", description="the prior of a request that names none ('model': the artifact's own)"
+    )
+    prior_window: int = Field(
+        2000, ge=0, description="recent images whose balanced posteriors estimate the prior (0 = off)"
+    )
+    prior_min_images: int = Field(
+        500, ge=1, description="fewest images in the window before 'estimated' is used (else balanced)"
+    )
+    prior_interval_s: float = Field(5.0, gt=0, description="seconds between re-estimates of the prior")
+    prior_bootstrap: int = Field(20, ge=0, description="bootstrap resamples for the estimate's spread")
+    metrics_max_classes: int = Field(
+        200, ge=0, description="per-class Prometheus series (prior, predictions) up to this many classes"
+    )
+
     @field_validator("providers", mode="before")
     @classmethod
     def _split_providers(cls, value: object) -> object:
@@ -75,6 +90,12 @@ class ServeSettings(BaseSettings):
                 "run in a single model call"
             )
         return value
+
+    @model_validator(mode="after")
+    def _estimated_prior_needs_a_window(self) -> ServeSettings:
+        if self.default_prior == "estimated" and self.prior_window == 0:
+            raise ValueError("default_prior 'estimated' needs a prior window (prior_window > 0)")
+        return self
 
     @field_validator("api_key", mode="before")
     @classmethod

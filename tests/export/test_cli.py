@@ -17,7 +17,7 @@ from livt.training.checkpoint import load_checkpoint_meta, load_model_weights, s
 
 CONTRACT_KEYS = {
     "format_version", "livt_version", "model_name", "model", "classes", "class_counts", "loss", "tau",
-    "input", "outputs", "preprocess", "prior", "temperature", "quantization", "metrics", "source_sha256",
+    "input", "outputs", "preprocess", "prior", "calibration", "quantization", "metrics", "source_sha256",
     "versions",
 }  # fmt: skip
 FILE_PRIOR = [1, 1, 2, 2, 4, 4, 8, 8, 16, 16]
@@ -49,6 +49,8 @@ def exports(run_dir, tmp_path_factory):
         "balanced-calibrated": ["--prior", "balanced", "--calibrate"],
         "train-calibrated": ["--prior", "train", "--calibrate"],
         "file-calibrated": ["--prior", str(prior_file), "--calibrate"],
+        "train-temperature": ["--prior", "train", "--calibrate", "temperature"],
+        "train-loss-rule": ["--prior", "train", "--calibrate", "bcts", "--prior-rule", "loss"],
     }
     out = {}
     for name, extra in cases.items():
@@ -65,16 +67,28 @@ def _expected_pi(case, meta):
     return counts / counts.sum()
 
 
-@pytest.mark.parametrize("case", ["balanced", "balanced-calibrated", "train-calibrated", "file-calibrated"])
-def test_onnx_equals_offset_logits_over_temperature(exports, reference, case):
+CASES = ["balanced", "balanced-calibrated", "train-calibrated", "file-calibrated", "train-temperature",
+         "train-loss-rule"]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_onnx_equals_calibrated_logits_plus_the_prior_rule(exports, reference, case):
+    """The artifact's logits are ``scale * z + bias + rule(pi)``: the prior is never rescaled."""
     meta, x, z = reference
     info = read_onnx_metadata(exports[case])
-    temperature = info["temperature"]
-    assert (temperature == 1.0) == (case == "balanced")
-    assert info["calibration"] is None if case == "balanced" else info["calibration"]["split"] == "val"
+    cal = info["calibration"]
+    assert cal is None if case == "balanced" else cal["split"] == "val"
+    scale, bias = (1.0, 0.0) if cal is None else (np.asarray(cal["scale"]), np.asarray(cal["bias"]))
+    if case == "train-temperature":
+        assert cal["method"] == "temperature" and not bias.any()
+        np.testing.assert_allclose(scale, 1 / cal["temperature"])
+    rule = "loss" if case.endswith("loss-rule") else "bayes"
+    assert info["prior"]["rule"] == rule
     pi = _expected_pi(case, meta)
-    offset = prior_offset(pi, meta["loss"], meta["tau"], len(meta["classes"]))
-    expected = (z + offset) / temperature
+    offset = prior_offset(pi, meta["loss"], meta["tau"], len(meta["classes"]), rule)
+    if pi is not None and rule == "bayes":
+        np.testing.assert_allclose(offset, np.log(pi), rtol=1e-6)
+    expected = z * scale + bias + offset
     logits, probs = run_onnx(make_session(exports[case], threads=1), x)
     np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
     np.testing.assert_allclose(probs, torch.from_numpy(expected).softmax(-1).numpy(), atol=1e-5, rtol=0)
@@ -104,7 +118,8 @@ def test_metadata_round_trips_every_contract_key(exports, reference, run_dir):
     assert info["source_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert set(info["versions"]) == {"torch", "onnx", "onnxruntime", "timm"}
     cal = info["calibration"]
-    assert cal["size"] == 100 and cal["weighted_by_prior"] is True
+    assert cal["images"] == 100 and cal["method"] in ("none", "temperature", "bcts", "vector")
+    assert len(cal["scale"]) == len(cal["bias"]) == 10
 
 
 def test_report_beside_the_artifact(exports):
@@ -115,10 +130,12 @@ def test_report_beside_the_artifact(exports):
     assert evaluation["split"] == "test" and evaluation["samples"] == 200
     assert set(evaluation["variants"]["onnx-fp32"]) >= {"balanced_acc", "many", "medium", "few"}
     cal = report["calibration"]
-    assert set(cal) >= {"val", "test", "temperature", "size"}
-    # T is fitted to minimise (weighted) NLL on val: unweighted val NLL for the balanced prior can only drop.
-    balanced = json.loads((exports["balanced-calibrated"].parent / "export_report.json").read_text())
-    assert balanced["calibration"]["val"]["nll_after"] <= balanced["calibration"]["val"]["nll_before"] + 1e-9
+    assert cal["selection"] == "auto" and cal["images"] == 100 and "cross-validated NLL" in cal["criterion"]
+    assert set(cal["candidates"]) == {"none", "temperature", "bcts", "vector"}
+    # The chosen method has the lowest held-out NLL on val; every candidate is also scored on test.
+    chosen = cal["candidates"][cal["method"]]["val_cv"]["nll"]
+    assert all(chosen <= c["val_cv"]["nll"] for c in cal["candidates"].values())
+    assert all({"nll", "ece"} <= set(c["test"]) for c in cal["candidates"].values())
 
 
 def test_dynamic_batch_runs_batch_1_and_7(exports, reference):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from livt.export.fold import FoldedClassifier, fit_temperature, prior_weights, resolve_prior_fold
+from livt.export.calibration import Calibration
+from livt.export.fold import FoldedClassifier, resolve_prior_fold
 from livt.export.source import load_source
 from livt.prior import PriorError, prior_offset
 
@@ -19,27 +20,36 @@ def model(source):
     return source.model
 
 
-def test_folded_head_gives_offset_logits_over_temperature(source, model):
-    offset = np.linspace(-2, 2, source.num_classes, dtype=np.float32)
+def test_folded_head_gives_calibrated_logits_plus_offset(source, model):
+    """``scale * z + bias + offset``: the offset is added after calibration, never divided by T."""
+    k = source.num_classes
+    offset = np.linspace(-2, 2, k, dtype=np.float32)
+    calibration = Calibration("bcts", np.full(k, 1 / 1.7), np.linspace(0.5, -0.5, k))
     x = torch.randn(4, *source.input_shape)
     with torch.no_grad():
         z = model(x)
-        logits, probs = FoldedClassifier(model, offset, temperature=1.7)(x)
-    expected = (z + torch.from_numpy(offset)) / 1.7
+        logits, probs = FoldedClassifier(model, offset, calibration)(x)
+    expected = z / 1.7 + torch.from_numpy(calibration.bias).float() + torch.from_numpy(offset)
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(probs, expected.softmax(-1))
 
 
 def test_folding_leaves_the_source_model_untouched(source, model):
     before = model.head.weight.clone()
-    FoldedClassifier(model, np.ones(source.num_classes, dtype=np.float32), temperature=3.0)
+    k = source.num_classes
+    FoldedClassifier(
+        model, np.ones(k, dtype=np.float32), Calibration("temperature", np.full(k, 1 / 3), np.zeros(k))
+    )
     torch.testing.assert_close(model.head.weight, before)
 
 
-@pytest.mark.parametrize("temperature", [0.0, -1.0, float("nan")])
-def test_bad_temperature_is_rejected(source, model, temperature):
-    with pytest.raises(ValueError, match="temperature"):
-        FoldedClassifier(model, np.zeros(source.num_classes, dtype=np.float32), temperature)
+@pytest.mark.parametrize("scale", [0.0, -1.0, float("nan")])
+def test_bad_calibration_scale_is_rejected(source, model, scale):
+    k = source.num_classes
+    with pytest.raises(ValueError, match="scale"):
+        FoldedClassifier(
+            model, np.zeros(k, dtype=np.float32), Calibration("vector", np.full(k, scale), np.zeros(k))
+        )
 
 
 def test_offset_of_wrong_length_is_rejected(model):
@@ -47,35 +57,16 @@ def test_offset_of_wrong_length_is_rejected(model):
         FoldedClassifier(model, np.zeros(3, dtype=np.float32))
 
 
-def test_fit_temperature_recovers_the_generating_temperature():
-    rng = np.random.default_rng(0)
-    z = rng.normal(0, 3, size=(4000, 6))
-    true_t = 2.5
-    p = np.exp(z / true_t)
-    p /= p.sum(1, keepdims=True)
-    y = np.array([rng.choice(6, p=row) for row in p])
-    assert fit_temperature(z, y) == pytest.approx(true_t, rel=0.1)
-
-
-def test_fit_temperature_rejects_mismatched_shapes():
-    with pytest.raises(ValueError, match="logits"):
-        fit_temperature(np.zeros((3, 2)), np.zeros(4, dtype=int))
-
-
-def test_prior_weights_reweight_a_balanced_split_to_the_prior():
-    y = np.repeat(np.arange(3), 4)
-    assert prior_weights(y, None, 3) is None
-    w = prior_weights(y, np.array([0.5, 0.25, 0.25]), 3)
-    np.testing.assert_allclose(w[y == 0] / w[y == 1], 2.0)
-
-
 def test_resolve_prior_fold_modes(tmp_path):
     counts, classes = [60, 30, 10], ["a", "b", "c"]
     balanced = resolve_prior_fold("balanced", counts, classes, "bal-bce", 1.0)
     assert balanced.mode == "balanced" and balanced.pi is None and not balanced.offset.any()
     train = resolve_prior_fold("train", counts, classes, "bal-bce", 1.0)
+    assert train.rule == "bayes" and train.to_dict()["rule"] == "bayes"
+    np.testing.assert_allclose(train.offset, np.log([0.6, 0.3, 0.1]), rtol=1e-6)
+    loss_rule = resolve_prior_fold("train", counts, classes, "bal-bce", 0.5, rule="loss")
     np.testing.assert_allclose(
-        train.offset, prior_offset(np.array([0.6, 0.3, 0.1]), "bal-bce", 1.0, 3), rtol=1e-6
+        loss_rule.offset, prior_offset(np.array([0.6, 0.3, 0.1]), "bal-bce", 0.5, 3, "loss"), rtol=1e-6
     )
     path = tmp_path / "prior.json"
     path.write_text(json.dumps({"a": 1, "b": 1, "c": 2}))

@@ -14,18 +14,20 @@ META = {
     "tau": 1.0,
     "preprocess": {"img_size": 8, "channels": 1, "mean": [0.5], "std": [0.5]},
 }
-PRIOR = {"mode": "balanced", "source": None, "pi": None, "offset": [0.0, 0.0]}
+PRIOR = {"mode": "balanced", "rule": "bayes", "source": None, "pi": None, "offset": [0.0, 0.0]}
+CALIBRATION = {"method": "temperature", "temperature": 1.5, "scale": [1 / 1.5] * 2, "bias": [0.0] * 2}
 
 
 def _metadata(**kw):
-    return build_metadata(META, prior=PRIOR, temperature=1.5, run_metrics={"top1": 0.9, "per_class": [1, 0.8]},
+    return build_metadata(META, prior=PRIOR, calibration=CALIBRATION, run_metrics={"top1": 0.9, "per_class": [1, 0.8]},
                           source_sha256="ab", **kw)  # fmt: skip
 
 
 def test_build_metadata_follows_the_contract():
     meta = _metadata()
     assert meta["input"] == {"name": "input", "shape": [None, 1, 8, 8], "dtype": "float32"}
-    assert meta["model_name"] == "vit_micro" and meta["temperature"] == 1.5
+    assert meta["model_name"] == "vit_micro" and meta["calibration"] == CALIBRATION
+    assert meta["format_version"] == 2 and "temperature" not in meta
     assert meta["metrics"] == {"top1": 0.9}
     assert json.loads(json.dumps(meta)) == meta
     with pytest.raises(ValueError, match="quantization"):

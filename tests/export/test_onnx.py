@@ -3,6 +3,7 @@ import onnx
 import pytest
 import torch
 
+from livt.export.calibration import Calibration
 from livt.export.fold import FoldedClassifier
 from livt.export.metadata import read_onnx_metadata
 from livt.export.onnx import compare, export_onnx, make_session, run_onnx, run_torch
@@ -20,7 +21,10 @@ def model(run_dir):
 
 
 def _export(model, path, offset, temperature=1.0, opset=17):
-    folded = FoldedClassifier(model, offset, temperature)
+    k = len(offset)
+    folded = FoldedClassifier(
+        model, offset, Calibration("temperature", np.full(k, 1 / temperature), np.zeros(k))
+    )
     export_onnx(folded, path, SHAPE, {"marker": "x"}, opset=opset)
     return folded
 

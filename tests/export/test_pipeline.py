@@ -1,7 +1,7 @@
 import pytest
 
 from livt.export.errors import ExportError
-from livt.export.pipeline import ExportOptions, evaluation_table
+from livt.export.pipeline import ExportOptions, calibration_table, evaluation_table
 
 
 def _opts(**kw):
@@ -45,11 +45,32 @@ def test_evaluation_table_marks_empty_groups():
         "evaluation": {
             "split": "test",
             "samples": 4,
+            "prior": "train",
+            "split_labels": "balanced",
             "variants": {"onnx-fp32": {"top1": 0.5, "balanced_acc": 0.5, "many": None, "medium": 1.0,
                                        "few": 0.0, "ece": 0.1, "nll": 1.0}},
         },
     }  # fmt: skip
     lines = evaluation_table(report).splitlines()
-    assert lines[0] == "test split, 4 images"
+    assert lines[0] == "test split, 4 images (balanced labels), scored under the folded prior 'train'"
     assert lines[2].split() == ["onnx-fp32", "50.00", "50.00", "-", "100.00", "0.00", "10.00", "100.00"]
     assert evaluation_table({"evaluation": None}) == ""
+
+
+def test_calibration_table_says_what_was_minimised_and_scores_every_candidate():
+    candidates = {m: {"val_cv": {"nll": n, "ece": 0.05}, "test": {"nll": n + 0.1, "ece": 0.04}}
+                  for m, n in (("none", 0.5), ("temperature", 0.45), ("bcts", 0.4))}  # fmt: skip
+    report = {
+        "calibration": {
+            "method": "bcts", "selection": "auto", "images": 3000, "candidates": candidates,
+            "criterion": "5-fold cross-validated NLL, balanced val split, unweighted",
+            "params": {"method": "bcts", "temperature": 1.25, "scale": [0.8], "bias": [0.0]},
+        }
+    }  # fmt: skip
+    lines = calibration_table(report).splitlines()
+    assert lines[0] == (
+        "calibration: bcts, T = 1.2500 (auto; 5-fold cross-validated NLL, balanced val split, unweighted, "
+        "3000 images)"
+    )
+    assert lines[4].split() == ["bcts", "0.4000", "5.00%", "0.5000", "4.00%"]
+    assert calibration_table({"calibration": None}) == ""

@@ -35,7 +35,7 @@ def test_engine_export_verifies_and_writes_a_sidecar(run_dir, tmp_path, extra):
             "--int8-min-agreement", "0.5", "--timing-cache-dir", str(tmp_path / "cache"), *extra]  # fmt: skip
     assert main(args) == 0
     sidecar = json.loads(engine_sidecar_path(plan).read_text())
-    assert set(ENGINE_KEYS) | {"onnx_sha256", "classes", "prior", "temperature"} <= set(sidecar)
+    assert set(ENGINE_KEYS) | {"onnx_sha256", "classes", "prior", "calibration"} <= set(sidecar)
     assert sidecar["profile"] == {"min_batch": 1, "opt_batch": 8, "max_batch": 16}
     assert any((tmp_path / "cache").iterdir())
     assert load_engine(plan) is not None

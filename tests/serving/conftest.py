@@ -31,7 +31,8 @@ LOSS, TAU, TEMPERATURE = "bal-bce", 1.0, 1.5
 
 
 def build_tiny_artifact(path: Path, *, nan: bool = False, batch_one_only: bool = False) -> Path:
-    """Export a small conv net to ``path`` following docs/architecture.md, folded train prior and T.
+    """Export a small conv net to ``path`` following docs/architecture.md: calibrated by a temperature,
+    the train prior folded by Bayes' rule (``logits = c / T + log pi``).
 
     ``nan``: every output is NaN. ``batch_one_only``: a broken export whose graph baked in batch
     size 1 (a reshape to ``[1, -1]``): ONNX Runtime runs one image and fails on more at run time.
@@ -43,7 +44,7 @@ def build_tiny_artifact(path: Path, *, nan: bool = False, batch_one_only: bool =
     from livt.prior import prior_offset, resolve_prior
 
     _, pi = resolve_prior("train", CLASS_COUNTS)
-    offset = prior_offset(pi, LOSS, TAU, len(CLASSES))
+    offset = prior_offset(pi, LOSS, TAU, len(CLASSES), "bayes")
 
     class Folded(nn.Module):
         def __init__(self) -> None:
@@ -59,7 +60,7 @@ def build_tiny_artifact(path: Path, *, nan: bool = False, batch_one_only: bool =
             features = self.body(x)
             if batch_one_only:
                 features = features.reshape(1, -1)
-            logits = (self.head(features) * 4 + self.offset) / TEMPERATURE
+            logits = self.head(features) * 4 / TEMPERATURE + self.offset
             if nan:
                 logits = logits * float("nan")
             return logits, logits.softmax(-1)
@@ -80,7 +81,7 @@ def build_tiny_artifact(path: Path, *, nan: bool = False, batch_one_only: bool =
         )
     proto = onnx.load(str(path))
     meta = {
-        "format_version": 1,
+        "format_version": 2,
         "livt_version": "0.1.0",
         "model_name": "tiny_conv",
         "model": {"name": "tiny_conv", "num_classes": len(CLASSES)},
@@ -91,8 +92,21 @@ def build_tiny_artifact(path: Path, *, nan: bool = False, batch_one_only: bool =
         "input": {"name": "input", "shape": [None, 3, 16, 16], "dtype": "float32"},
         "outputs": ["logits", "probabilities"],
         "preprocess": PREPROCESS,
-        "prior": {"mode": "train", "source": None, "pi": pi.tolist(), "offset": offset.tolist()},
-        "temperature": TEMPERATURE,
+        "prior": {
+            "mode": "train",
+            "rule": "bayes",
+            "source": None,
+            "pi": pi.tolist(),
+            "offset": offset.tolist(),
+        },
+        "calibration": {
+            "method": "temperature",
+            "temperature": TEMPERATURE,
+            "scale": [1 / TEMPERATURE] * len(CLASSES),
+            "bias": [0.0] * len(CLASSES),
+            "split": "val",
+            "images": 100,
+        },
         "quantization": None,
         "metrics": {"top1": 0.5, "balanced_acc": 0.4},
         "source_sha256": "0" * 64,

@@ -15,17 +15,23 @@ from .conftest import CLASS_COUNTS, CLASSES, PREPROCESS
 
 def _meta(**changes) -> str:
     meta = {
-        "format_version": 1,
+        "format_version": 2,
         "classes": CLASSES,
         "class_counts": CLASS_COUNTS,
         "loss": "bal-bce",
         "tau": 1.0,
         "preprocess": PREPROCESS,
-        "prior": {"mode": "balanced", "source": None, "pi": None, "offset": [0.0] * len(CLASSES)},
-        "temperature": 1.0,
+        "prior": {
+            "mode": "balanced",
+            "rule": "bayes",
+            "source": None,
+            "pi": None,
+            "offset": [0.0] * len(CLASSES),
+        },
+        "calibration": None,
     }
     meta.update(changes)
-    return json.dumps({k: v for k, v in meta.items() if v is not None})
+    return json.dumps({k: v for k, v in meta.items() if v is not None or k == "calibration"})
 
 
 def test_checksum_from_argument_and_sidecar(tmp_path: Path):
@@ -59,10 +65,13 @@ def test_metadata_is_parsed():
     ("raw", "needle"),
     [
         ("{not json", "not valid JSON"),
-        (_meta(format_version=2), "format_version 2"),
+        (_meta(format_version=3), "format_version 3"),
+        (_meta(format_version=1), r"format_version 1 .*older livt: export it again"),
         (_meta(loss=None), "lacks the key 'loss'"),
         (_meta(class_counts=[1, 2]), "4 classes, 2 class_counts"),
-        (_meta(temperature=0), "temperature"),
+        (_meta(prior={"mode": "x", "rule": "odds", "offset": [0.0] * 4}), "prior rule 'odds'"),
+        (_meta(prior={"mode": "x", "rule": "bayes", "offset": [float("inf")] * 4}), "must be finite"),
+        (_meta(calibration=[1, 2]), "calibration must be an object"),
         (_meta(preprocess={**PREPROCESS, "channels": 5}), "channels must be 1 or 3"),
     ],
 )

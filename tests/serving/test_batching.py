@@ -150,11 +150,15 @@ def test_model_fault_fails_the_batch_not_the_worker():
 def test_on_batch_hook_sees_every_batch():
     seen = []
     batcher = DynamicBatcher(
-        Recorder(), max_batch=4, max_delay_s=0, max_queue=8, on_batch=lambda n, s: seen.append(n)
+        Recorder(),
+        max_batch=4,
+        max_delay_s=0,
+        max_queue=8,
+        on_batch=lambda n, s, out: seen.append((n, len(out[0]))),
     )
     batcher.start()
     try:
         asyncio.run(batcher.submit(np.ones((3, 1)), timeout_s=5))
     finally:
         batcher.close()
-    assert seen == [3]
+    assert seen == [(3, 3)]

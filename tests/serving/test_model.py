@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livt.prior import PriorError, prior_offset, resolve_prior
+from livt.prior import PriorError, prior_offset, resolve_prior, softmax
 from livt.serving.artifact import ArtifactError
-from livt.serving.model import ServedModel, load_model, softmax, top_k
+from livt.serving.model import ServedModel, load_model, top_k
 from livt.serving.settings import ServeSettings
 
 from .conftest import CLASS_COUNTS, LOSS, TAU, TEMPERATURE
@@ -30,23 +30,27 @@ def test_model_prior_leaves_outputs_untouched(model: ServedModel):
 
 
 def test_other_priors_follow_the_contract(model: ServedModel):
-    raw = np.array([[0.5, -1.0, 2.0, 0.0]], dtype=np.float32)
+    """Artifact logits are ``c + log pi_train``; another prior replaces the offset, with no T on it."""
+    calibrated = np.array([[0.5, -1.0, 2.0, 0.0]], dtype=np.float32) / TEMPERATURE
     _, train_pi = resolve_prior("train", CLASS_COUNTS)
-    exported = (raw + prior_offset(train_pi, LOSS, TAU, 4)) / TEMPERATURE
+    exported = calibrated + np.log(train_pi).astype(np.float32)
+    np.testing.assert_allclose(model.balanced_logits(exported), calibrated, atol=1e-6)
     _, balanced = model.resolve_prior("balanced")
     out = model.apply_prior(exported, softmax(exported), balanced)
-    np.testing.assert_allclose(out.logits, raw / TEMPERATURE, atol=1e-5)
-    np.testing.assert_allclose(out.probabilities, softmax(raw / TEMPERATURE), atol=1e-6)
+    np.testing.assert_allclose(out.logits, calibrated, atol=1e-5)
+    np.testing.assert_allclose(out.probabilities, softmax(calibrated), atol=1e-6)
     mode, train = model.resolve_prior("train")
     np.testing.assert_allclose(
         model.apply_prior(exported, softmax(exported), train).logits, exported, atol=1e-5
     )
     mode, custom = model.resolve_prior([1, 1, 1, 5])
     assert mode == "custom"
-    expected = (raw + prior_offset(np.array([0.125, 0.125, 0.125, 0.625]), LOSS, TAU, 4)) / TEMPERATURE
+    expected = calibrated + np.log([0.125, 0.125, 0.125, 0.625])
     np.testing.assert_allclose(
         model.apply_prior(exported, softmax(exported), custom).logits, expected, atol=1e-5
     )
+    # The loss rule of the same prior is another offset, and is not what this artifact uses.
+    assert not np.allclose(prior_offset(train_pi, LOSS, TAU, 4, "loss"), model.prior_offset(train_pi))
 
 
 def test_file_priors_are_not_accepted_from_requests(model: ServedModel, tmp_path: Path):

@@ -55,7 +55,7 @@ def test_served_predictions_equal_livt_train_evaluate(real_artifact: Path, tmp_p
     from livt.training.cli import main as train_main
 
     info = load_model(ServeSettings(model=real_artifact)).info
-    assert info.prior_mode == "balanced" and info.temperature == 1.0  # so both sides are softmax(z)
+    assert info.prior_mode == "balanced" and info.calibration is None  # so both sides are softmax(z)
     first, last = info.classes[0], info.classes[-1]
     # Odd sizes (crop and resize both matter), both formats, and a greyscale file the run sees as RGB.
     # Then the files whose decoding goes beyond convert(): EXIF rotation, transparency, 16 bits.

@@ -105,18 +105,19 @@ async def predict(request: Request, state: ServingState = Depends(get_state)) ->
         options = await _read_request(request, state)
         if options.top_k > settings.max_top_k:
             raise ServingError(400, f"top_k must be at most {settings.max_top_k}, got {options.top_k}")
-        prior_mode, offset = model.resolve_prior(options.prior)
+        prior = state.resolve_prior(options.prior)
         batch = await _preprocess(options.files, model.info.preprocess, settings.max_image_pixels)
         result = await reservation.submit(batch, settings.timeout_s)
     logits, probabilities = result.outputs
-    prediction = model.apply_prior(logits, probabilities, offset)
+    prediction = model.apply_prior(logits, probabilities, prior.offset)
     if not (np.isfinite(prediction.logits).all() and np.isfinite(prediction.probabilities).all()):
         raise ServingError(502, "the model produced non-finite outputs for this input")
     state.metrics.queue_time.observe(result.queue_s)
     classes = model.info.classes
     response = PredictResponse(
         model=_model_ref(state),
-        prior=prior_mode,
+        prior=prior.mode,
+        prior_note=prior.note,
         predictions=[
             ImagePrediction(
                 top_k=[
@@ -139,7 +140,7 @@ async def predict(request: Request, state: ServingState = Depends(get_state)) ->
 
 @router.get("/model", response_model=ModelInfo, responses=responses(401))
 async def model_info(state: ServingState = Depends(get_state)) -> ModelInfo:
-    """The served artifact's metadata: classes, prior, temperature, metrics, preprocessing, versions."""
+    """The served artifact's metadata: classes, prior, calibration, metrics, preprocessing, versions."""
     info = state.model.info
     return ModelInfo(
         name=state.settings.model_name,
@@ -148,7 +149,7 @@ async def model_info(state: ServingState = Depends(get_state)) -> ModelInfo:
         platform=state.model.backend.platform,
         classes=list(info.classes),
         prior=info.metadata.get("prior", {}),
-        temperature=info.temperature,
+        calibration=info.calibration,
         metrics=info.metadata.get("metrics"),
         metadata=info.metadata,
     )

@@ -112,9 +112,9 @@ async def infer(
             raise ServingError(400, f"unknown output {out.name!r}; outputs are {list(OUTPUT_NAMES)}")
 
     model = state.model
-    _, offset = model.resolve_prior(params.get("prior"))
+    prior = state.resolve_prior(params.get("prior"))
     result = await state.batcher.submit(batch, state.settings.timeout_s)
-    prediction = model.apply_prior(*result.outputs, offset)
+    prediction = model.apply_prior(*result.outputs, prior.offset)
     if not (np.isfinite(prediction.logits).all() and np.isfinite(prediction.probabilities).all()):
         raise ServingError(502, "the model produced non-finite outputs for this input")
     state.metrics.queue_time.observe(result.queue_s)

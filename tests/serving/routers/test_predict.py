@@ -66,14 +66,15 @@ def test_request_prior_moves_the_logits(server: str, artifact: Path):
     files = [image_bytes((30, 30), "PNG", seed=5)]
     logits, _ = _reference(artifact, files)
     _, train_pi = resolve_prior("train", CLASS_COUNTS)
-    raw = logits * TEMPERATURE - prior_offset(train_pi, LOSS, TAU, len(CLASSES))
+    # The artifact's logits are c + log pi_train (Bayes' rule); c is the calibrated balanced logit.
+    calibrated = logits - prior_offset(train_pi, LOSS, TAU, len(CLASSES), "bayes")
     custom = [0.1, 0.2, 0.3, 0.4]
     for prior, offset in [
         ("balanced", np.zeros(len(CLASSES))),
-        ("train", prior_offset(train_pi, LOSS, TAU, len(CLASSES))),
-        (custom, prior_offset(np.array(custom), LOSS, TAU, len(CLASSES))),
+        ("train", np.log(train_pi)),
+        (custom, np.log(custom)),
     ]:
-        moved = (raw + offset) / TEMPERATURE
+        moved = calibrated + offset
         expected = np.exp(moved - moved.max()) / np.exp(moved - moved.max()).sum()
         res = httpx.post(
             f"{server}/v1/predict",
@@ -91,7 +92,9 @@ def test_request_prior_moves_the_logits(server: str, artifact: Path):
 def test_model_metadata(server: str):
     body = httpx.get(f"{server}/v1/model").json()
     assert body["classes"] == CLASSES
-    assert body["temperature"] == TEMPERATURE
+    assert (
+        body["calibration"]["temperature"] == TEMPERATURE and body["calibration"]["method"] == "temperature"
+    )
     assert body["prior"]["mode"] == "train"
     assert body["metrics"]["top1"] == 0.5
     assert body["platform"] == "onnxruntime_onnx"
