@@ -18,7 +18,8 @@ from pathlib import Path
 
 from livt.export.bench import DEFAULT_BATCH_SIZES, benchmark_onnx, benchmark_torch, format_table
 from livt.export.fold import FoldedClassifier
-from livt.export.pipeline import ExportOptions, run_export
+from livt.export.options import ExportOptions
+from livt.export.pipeline import run_export
 from livt.export.source import load_source
 
 VARIANT_LABELS = {"onnx-fp32": "ort-fp32", "onnx-optimized": "ort-optimized", "onnx-int8-dynamic": "ort-int8"}

@@ -8,14 +8,16 @@ unsupported options or no TensorRT/CUDA.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from livt.export.pipeline import CALIBRATION_CHOICES  # torch-free at import, like this CLI's --help
-from livt.prior import DEFAULT_RULE, PRIOR_RULES
+from livt import __version__
+from livt.export.options import ExportOptions  # torch-free: --help starts quickly
+from livt.flags import add_dataclass_flags
 
 EXIT_VERIFY = 1
 EXIT_USAGE = 2
@@ -44,93 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
         "verified against PyTorch. Also: `livt-export benchmark ARTIFACT...` (see `livt-export benchmark -h`).",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
     )
-    p.add_argument(
-        "--run", required=True, type=Path, help="fine-tune run folder (holds checkpoints/best|last)"
-    )
-    p.add_argument("--out", required=True, type=Path, help="X.onnx, X.plan, or a Triton repository folder")
-    p.add_argument(
-        "--format",
-        default="onnx",
-        choices=("onnx", "tensorrt", "triton"),
-        help="artifact kind (default: onnx)",
-    )
-    p.add_argument(
-        "--checkpoint", default="best", choices=("best", "last"), help="which checkpoint (default: best)"
-    )
-    p.add_argument("--data-root", type=Path, help="data folder, if not the one the run recorded")
-    fold = p.add_argument_group("folding")
-    fold.add_argument(
-        "--prior", default="balanced", help="balanced | train | PATH.json | PATH.csv (default: balanced)"
-    )
-    fold.add_argument(
-        "--prior-rule",
-        default=DEFAULT_RULE,
-        choices=PRIOR_RULES,
-        help=f"how the prior moves the calibrated logits (default: {DEFAULT_RULE})",
-    )
-    fold.add_argument(
-        "--calibrate",
-        nargs="?",
-        const="auto",
-        choices=CALIBRATION_CHOICES,
-        help="fit a calibrator on the balanced val split and fold it: auto (the default when the flag "
-        "is given alone: the best of temperature, bcts, vector by cross-validated NLL) or one method",
-    )
-    fold.add_argument(
-        "--calibration-folds", type=int, default=5, help="cross-validation folds for --calibrate (5)"
-    )
-    onnx = p.add_argument_group("ONNX")
-    onnx.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17; default 17)")
-    onnx.add_argument(
-        "--optimize", action="store_true", help="also write X.opt.onnx (ORT transformer fusions)"
-    )
-    onnx.add_argument(
-        "--int8", action="store_true", help="also write an INT8 model (X.int8.onnx or X.qdq.onnx)"
-    )
-    onnx.add_argument(
-        "--int8-mode", choices=("dynamic", "static"), help="dynamic (ONNX default) or static Q/DQ"
-    )
-    onnx.add_argument("--calibration-images", type=int, default=256, help="training images for static INT8")
-    check = p.add_argument_group("verification and evaluation")
-    check.add_argument("--atol", type=float, default=1e-4, help="max |logit diff| vs PyTorch for FP32 (1e-4)")
-    check.add_argument(
-        "--int8-min-agreement", type=float, default=0.9, help="min top-1 agreement for INT8/FP16"
-    )
-    check.add_argument(
-        "--verify-samples", type=int, default=256, help="images (val, else test) checked against PyTorch"
-    )
-    check.add_argument(
-        "--eval-split",
-        default="test",
-        choices=("val", "test", "none"),
-        help="split for the per-variant accuracy table (default: test)",
-    )
-    check.add_argument("--eval-limit", type=int, help="evaluate on at most this many images")
-    check.add_argument(
-        "--many", type=int, help="many-shot: more training images than this (default: the run's, else 100)"
-    )
-    check.add_argument(
-        "--few", type=int, help="few-shot: fewer training images than this (default: the run's, else 20)"
-    )
-    check.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
-    check.add_argument(
-        "--workers", type=int, default=0, help="data loading processes for streamed splits (default 0)"
-    )
-    trt = p.add_argument_group("TensorRT")
-    trt.add_argument("--fp16", action="store_true", help="FP16 engine (LayerNorm and softmax pinned to FP32)")
-    trt.add_argument("--min-batch", type=int, help="engine profile minimum batch (default 1)")
-    trt.add_argument("--opt-batch", type=int, help="engine profile batch to tune for (default 8)")
-    trt.add_argument("--max-batch", type=int, help="engine profile maximum batch (default 128)")
-    trt.add_argument("--workspace-gib", type=float, default=4.0, help="builder workspace limit in GiB")
-    trt.add_argument("--timing-cache-dir", type=Path, help="reuse TensorRT timing caches from this folder")
-    tri = p.add_argument_group("Triton")
-    tri.add_argument("--triton-name", default="livt", help="model name in the repository")
-    tri.add_argument(
-        "--triton-platform", default="onnxruntime_onnx", choices=("onnxruntime_onnx", "tensorrt_plan")
-    )
-    tri.add_argument("--triton-max-batch", type=int, default=128, help="max_batch_size in config.pbtxt")
-    p.add_argument("-v", "--verbose", action="store_true")
+    add_dataclass_flags(p, ExportOptions)
+    p.add_argument("-v", "--verbose", action="store_true", default=False, help="log each step")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
 
@@ -160,42 +80,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     from livt.export.errors import ExportError, VerificationError
-    from livt.export.pipeline import ExportOptions, run_export
+    from livt.export.pipeline import run_export
 
-    options = ExportOptions(
-        run_dir=args.run,
-        out=args.out,
-        format=args.format,
-        prior=args.prior,
-        prior_rule=args.prior_rule,
-        calibrate=args.calibrate,
-        calibration_folds=args.calibration_folds,
-        optimize=args.optimize,
-        int8=args.int8,
-        int8_mode=args.int8_mode,
-        fp16=args.fp16,
-        opset=args.opset,
-        atol=args.atol,
-        int8_min_agreement=args.int8_min_agreement,
-        checkpoint=args.checkpoint,
-        data_root=args.data_root,
-        verify_samples=args.verify_samples,
-        calibration_images=args.calibration_images,
-        eval_split=None if args.eval_split == "none" else args.eval_split,
-        eval_limit=args.eval_limit,
-        many=args.many,
-        few=args.few,
-        min_batch=args.min_batch,
-        opt_batch=args.opt_batch,
-        max_batch=args.max_batch,
-        workspace_gib=args.workspace_gib,
-        timing_cache_dir=args.timing_cache_dir,
-        triton_name=args.triton_name,
-        triton_platform=args.triton_platform,
-        triton_max_batch=args.triton_max_batch,
-        threads=args.threads,
-        workers=args.workers,
-    )
+    fields = {f.name for f in dataclasses.fields(ExportOptions)}
+    try:
+        options = ExportOptions(**{k: v for k, v in vars(args).items() if k in fields})
+    except ExportError as exc:
+        print(f"livt-export: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         result = run_export(options)
     except VerificationError as exc:
@@ -209,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _print_summary(result, options) -> None:
-    from livt.export.pipeline import calibration_table, evaluation_table
+    from livt.export.report import calibration_table, evaluation_table
 
     report = result.report
     print(f"prior: {report['prior']['mode']} (rule: {report['prior']['rule']})")

@@ -14,32 +14,14 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from livt.artifact import INPUT_NAME, OUTPUT_NAMES, check_engine_compatible, sha256_file
+from livt.artifact import INPUT_NAME, sha256_file
 from livt.export.errors import ExportError
+from livt.export.options import EngineProfile
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EngineProfile:
-    """The batch range an engine accepts and the batch size it is tuned for."""
-
-    min_batch: int = 1
-    opt_batch: int = 8
-    max_batch: int = 128
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
-            raise ExportError(
-                f"need 1 <= --min-batch <= --opt-batch <= --max-batch, got "
-                f"{self.min_batch}, {self.opt_batch}, {self.max_batch}"
-            )
 
 
 def unavailable_reason() -> str | None:
@@ -126,43 +108,6 @@ def build_engine(
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         cache_file.write_bytes(bytes(config.get_timing_cache().serialize()))
     return {**environment, "onnx_sha256": onnx_sha256}
-
-
-def load_engine(plan_path: Path) -> Any:
-    """Deserialize ``plan_path`` after checking its sidecar against this GPU and TensorRT."""
-    import tensorrt as trt
-
-    check_engine_compatible(plan_path, runtime_environment())
-    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-    engine = runtime.deserialize_cuda_engine(Path(plan_path).read_bytes())
-    if engine is None:
-        raise ExportError(f"TensorRT could not deserialize {plan_path}")
-    return engine
-
-
-def run_engine(engine: Any, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(logits, probabilities)`` of a TensorRT engine over ``x``, ``batch_size`` images at a time."""
-    import torch
-
-    context = engine.create_execution_context()
-    stream = torch.cuda.Stream()
-    outs: dict[str, list[np.ndarray]] = {name: [] for name in OUTPUT_NAMES}
-    for i in range(0, len(x), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])).cuda()
-        context.set_input_shape(INPUT_NAME, tuple(batch.shape))
-        context.set_tensor_address(INPUT_NAME, batch.data_ptr())
-        buffers = {}
-        for name in OUTPUT_NAMES:
-            buffers[name] = torch.empty(
-                tuple(context.get_tensor_shape(name)), dtype=torch.float32, device="cuda"
-            )
-            context.set_tensor_address(name, buffers[name].data_ptr())
-        if not context.execute_async_v3(stream.cuda_stream):
-            raise ExportError("TensorRT execution failed")
-        stream.synchronize()
-        for name in OUTPUT_NAMES:
-            outs[name].append(buffers[name].cpu().numpy())
-    return np.concatenate(outs["logits"]), np.concatenate(outs["probabilities"])
 
 
 def _pin_fp32(network: Any, trt: Any) -> None:

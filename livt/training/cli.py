@@ -10,8 +10,6 @@ import argparse
 import dataclasses
 import logging
 import sys
-import types
-import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import yaml
 from torch._dynamo.exc import BackendCompilerFailed
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from livt.flags import add_dataclass_flags, field_flag
 from livt.training.checkpoint import CheckpointError
 from livt.training.config import (
     STAGE_CONFIGS,
@@ -79,9 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
-        _add_field_flags(p, STAGE_CONFIGS[stage])
+        add_dataclass_flags(p, STAGE_CONFIGS[stage])
         for name, (type_, help_) in _DATA_FLAGS.items():
-            p.add_argument(_flag(name), type=type_, help=help_)
+            p.add_argument(field_flag(name), type=type_, help=help_)
         p.add_argument("--data-opt", action="append", metavar="KEY=VALUE", help="any other dataset option")
         if stage == "finetune":
             p.add_argument("--loss-opt", action="append", metavar="KEY=VALUE", help="any other loss option")
@@ -90,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="evaluate a finetune run's best checkpoint", argument_default=argparse.SUPPRESS
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    _add_field_flags(p, EvaluateConfig)
+    add_dataclass_flags(p, EvaluateConfig)
     p.set_defaults(handler=_run_evaluate)
     return parser
 
@@ -138,39 +137,6 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     out = evaluate_run(cfg, progress=not flags.get("quiet"))
     logging.getLogger("livt").info("wrote %s", out)
     return 0
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _add_field_flags(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One flag per config field (its help text from the field's metadata)."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.metadata.get("flag") is False:
-            continue
-        hint, optional = hints[f.name], False
-        if typing.get_origin(hint) in (typing.Union, types.UnionType):
-            hint, optional = next(a for a in typing.get_args(hint) if a is not type(None)), True
-        names = (_flag(f.name), *f.metadata.get("aliases", ()))
-        help_ = f.metadata.get("help", "")
-        if hint is bool:
-            parser.add_argument(*names, action=argparse.BooleanOptionalAction, help=help_)
-        elif typing.get_origin(hint) is tuple:
-            parser.add_argument(*names, type=float, nargs=2, metavar="X", help=help_)
-        else:
-            parser.add_argument(*names, type=_nullable(hint) if optional else hint, help=help_)
-
-
-def _nullable(type_: type) -> Any:
-    """Parse ``none`` as None (to switch an optional setting off from the command line)."""
-
-    def parse(text: str) -> Any:
-        return None if text.lower() == "none" else type_(text)
-
-    parse.__name__ = type_.__name__
-    return parse
 
 
 def _key_values(items: list[str], flag: str) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 import pytest
 
 from livt.export.errors import ExportError
-from livt.export.pipeline import ExportOptions, calibration_table, evaluation_table
+from livt.export.options import ExportOptions
+from livt.export.report import calibration_table, evaluation_table
 
 
 def _opts(**kw):

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from livt.export.errors import ExportError
-from livt.export.tensorrt import EngineProfile, unavailable_reason
+from livt.export.options import EngineProfile
+from livt.export.tensorrt import unavailable_reason
 
 REASON = unavailable_reason()
 
@@ -28,7 +29,7 @@ def test_unavailable_reason_is_one_line():
 def test_engine_export_verifies_and_writes_a_sidecar(run_dir, tmp_path, extra):
     from livt.artifact import ENGINE_KEYS, engine_sidecar_path
     from livt.export.cli import main
-    from livt.export.tensorrt import load_engine
+    from livt.serving.backends import TensorRTBackend
 
     plan = tmp_path / "m.plan"
     args = ["--run", str(run_dir), "--format", "tensorrt", "--out", str(plan), "--max-batch", "16",
@@ -38,4 +39,4 @@ def test_engine_export_verifies_and_writes_a_sidecar(run_dir, tmp_path, extra):
     assert set(ENGINE_KEYS) | {"onnx_sha256", "classes", "prior", "calibration"} <= set(sidecar)
     assert sidecar["profile"] == {"min_batch": 1, "opt_batch": 8, "max_batch": 16}
     assert any((tmp_path / "cache").iterdir())
-    assert load_engine(plan) is not None
+    assert TensorRTBackend(plan).input_shape[1:] == (3, 32, 32)

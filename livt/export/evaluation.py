@@ -1,0 +1,73 @@
+"""The per-variant accuracy table and the calibration candidates' scores, from one streamed pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from livt.export.calibration import CalibrationChoice
+from livt.export.fold import PriorFold
+from livt.export.options import ExportOptions
+from livt.export.variants import FP32
+
+_EVAL_KEYS = ("top1", "balanced_acc", "many", "medium", "few", "ece", "nll")
+
+
+def evaluate_variants(
+    variants: dict[str, Path], dataset: Any, class_counts: list[int], fold: PriorFold, opts: ExportOptions
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Every variant's metrics on ``dataset``, each batch decoded once for all of them.
+
+    Returns the report entry, the fp32 variant's logits and the targets.
+    """
+    from livt.export.onnx import make_session, run_onnx
+    from livt.export.source import iter_batches
+    from livt.training.metrics import compute_metrics
+
+    sessions = {name: make_session(path, threads=opts.threads) for name, path in variants.items()}
+    logits: dict[str, list[np.ndarray]] = {name: [] for name in variants}
+    targets = []
+    for x, y in iter_batches(dataset, limit=opts.eval_limit, workers=opts.workers):
+        for name, session in sessions.items():
+            logits[name].append(run_onnx(session, x)[0])
+        targets.append(y)
+    y = np.concatenate(targets)
+    all_logits = {name: np.concatenate(parts) for name, parts in logits.items()}
+    results = {}
+    for name, z in all_logits.items():
+        metrics = compute_metrics(z, y, class_counts, many=opts.many, few=opts.few)
+        results[name] = {k: (None if metrics[k] is None else float(metrics[k])) for k in _EVAL_KEYS}
+    entry = {
+        "split": opts.eval_split,
+        "samples": len(y),
+        # The artifacts' outputs are scored as they are: under the folded prior, on this split's labels.
+        "prior": fold.mode,
+        "split_labels": "balanced" if len(set(np.bincount(y).tolist()) - {0}) == 1 else "as in the split",
+        "groups": {"many": f"> {opts.many} training images", "few": f"< {opts.few} training images"},
+        "variants": results,
+    }
+    return entry, all_logits[FP32], y
+
+
+def score_candidates(
+    report: dict[str, Any],
+    choice: CalibrationChoice,
+    fp32_logits: np.ndarray,
+    targets: np.ndarray,
+    fold: PriorFold,
+) -> None:
+    """Each calibration candidate's NLL and ECE (balanced prior) on the test images, fitted on val.
+
+    The fp32 artifact's logits are ``c(z) + offset``: ``z`` is recovered from them, so the test split
+    is decoded once for the accuracy table and the candidates alike.
+    """
+    from livt.training.metrics import compute_metrics
+
+    chosen = choice.calibration
+    raw = (fp32_logits - fold.offset - chosen.bias) / chosen.scale
+    counts = [1] * raw.shape[1]  # the groups are not reported here
+    for method, calibration in choice.candidates.items():
+        m = compute_metrics(calibration.apply(raw), targets, counts)
+        report["candidates"][method]["test"] = {"nll": m["nll"], "ece": m["ece"]}
