@@ -67,10 +67,10 @@ def write_report(
 
 
 def evaluate_run(cfg: EvaluateConfig, *, progress: bool = True) -> Path:
-    """Evaluate ``cfg.run``'s best checkpoint on ``cfg.split``; return the output folder."""
+    """Evaluate ``cfg.run``'s ``cfg.checkpoint`` on ``cfg.split``; return the output folder."""
     env = init_distributed(cfg.device)
     run_dir = Path(cfg.run)
-    ckpt = find_checkpoint(run_dir, "best")
+    ckpt = find_checkpoint(run_dir, cfg.checkpoint)
     meta = load_checkpoint_meta(ckpt)
     if meta.get("stage") != "finetune":
         raise ConfigError(f"{run_dir} is a {meta.get('stage')!r} run; evaluate needs a finetune run")

@@ -12,7 +12,7 @@ from PIL import Image
 from livt.training.checkpoint import load_model_weights
 from livt.training.cli import main
 
-from .conftest import FINETUNE, PRETRAIN
+from .conftest import FINETUNE, PRETRAIN, damage
 
 METRIC_KEYS = {"top1", "top5", "balanced_acc", "many", "medium", "few", "ece", "nll", "mce", "per_class",
                "train_counts", "tail3", "val", "best_epoch"}  # fmt: skip
@@ -250,3 +250,54 @@ def test_config_file_reproduces_a_run(pretrain_run: Path, tmp_path: Path):
     a = (out / "checkpoints" / "last" / "model.safetensors").read_bytes()
     b = (pretrain_run / "checkpoints" / "last" / "model.safetensors").read_bytes()
     assert a == b  # deterministic on CPU
+
+
+def _copy_run(run: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / run.name
+    shutil.copytree(run, copy)
+    return copy
+
+
+def _error_line(capsys, command: str) -> str:
+    """The CLI's error: the last line on stderr, all of it (a message with a newline would be cut)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = err.splitlines()[-1]
+    assert line.startswith(f"livt-train {command}: error: ")
+    return line
+
+
+@pytest.mark.parametrize(("name", "how"), [("model.safetensors", "zeroed"), ("state.pt", "truncated")])
+def test_resume_refuses_a_damaged_checkpoint_in_one_line(
+    finetune_run: Path, tmp_path: Path, capsys, name, how
+):
+    run = _copy_run(finetune_run, tmp_path)
+    damage(run / "checkpoints" / "last" / name, how)
+    assert main(["finetune", "--resume", "--quiet", "--out", str(run)]) == 2
+    line = _error_line(capsys, "finetune")
+    assert str(run / "checkpoints" / "last" / name) in line
+    assert "checkpoints/best (epoch" in line and "no resume state" in line
+
+
+def test_init_refuses_a_damaged_pretrain_checkpoint_in_one_line(pretrain_run: Path, tmp_path: Path, capsys):
+    pre = _copy_run(pretrain_run, tmp_path)
+    damage(pre / "checkpoints" / "last" / "model.safetensors", "zeroed")
+    args = ["finetune", *FINETUNE, "--init", str(pre), "--out", str(tmp_path / "ft")]
+    assert main(args) == 2
+    line = _error_line(capsys, "finetune")
+    assert str(pre / "checkpoints" / "last" / "model.safetensors") in line
+    assert "no other checkpoint of this run is intact" in line
+
+
+def test_evaluate_refuses_a_damaged_best_and_evaluates_last_on_request(
+    finetune_run: Path, tmp_path: Path, capsys
+):
+    run = _copy_run(finetune_run, tmp_path)
+    damage(run / "checkpoints" / "best" / "model.safetensors", "truncated")
+    args = ["evaluate", "--run", str(run), "--workers", "0", "--quiet"]
+    assert main(args) == 2
+    line = _error_line(capsys, "evaluate")
+    assert str(run / "checkpoints" / "best" / "model.safetensors") in line
+    assert "checkpoints/last (epoch 3) is intact: use it instead (--checkpoint last)" in line
+    assert main([*args, "--checkpoint", "last"]) == 0
+    assert json.loads((run / "eval-test" / "metrics.json").read_text())["checkpoint"].endswith("last")
