@@ -9,9 +9,11 @@ import pytest
 import yaml
 from PIL import Image
 
+from livt.data.formats import DATA_ROOT_ENV, idx
 from livt.training.checkpoint import load_model_weights
 from livt.training.cli import main
 
+from ..data.writers import write_fashion_mnist
 from .conftest import FINETUNE, PRETRAIN, damage
 
 METRIC_KEYS = {"top1", "top5", "balanced_acc", "many", "medium", "few", "ece", "nll", "mce", "per_class",
@@ -211,6 +213,35 @@ def test_missing_data_is_the_datasets_message(tmp_path: Path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("livt-train pretrain: error:") and "nowhere" in err and "Traceback" not in err
+
+
+def _fashion_mnist_pretrain(root: Path, out: Path) -> list[str]:
+    """A one-epoch vit_micro MGP run on the Fashion-MNIST files under ``root``."""
+    return ["pretrain", "--dataset", "fashion-mnist-lt", "--data-root", str(root), "--imbalance-factor", "10",
+            "--model", "vit_micro", "--img-size", "28", "--decoder-embed-dim", "16", "--decoder-depth", "1",
+            "--decoder-num-heads", "2", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "32", "--workers", "0", "--quiet",
+            "--out", str(out)]  # fmt: skip
+
+
+def test_every_run_logs_the_folder_it_read(tmp_path: Path, pretrain_run: Path):
+    write_fashion_mnist(tmp_path / "data")
+    assert main(_fashion_mnist_pretrain(tmp_path / "data", tmp_path / "run")) == 0
+    assert f"fashion-mnist-lt train split: 118 images read from {tmp_path / 'data'}" in (
+        (tmp_path / "run" / "train.log").read_text()
+    )
+    assert (
+        "synthetic train split: 403 images generated (no files read)"
+        in (pretrain_run / "train.log").read_text()
+    )
+
+
+def test_a_data_root_without_the_data_is_an_error_naming_it(tmp_path: Path, monkeypatch, capsys):
+    write_fashion_mnist(tmp_path / "system")
+    monkeypatch.setattr(idx, "SYSTEM_DIRS", (tmp_path / "system",))  # a system copy it must not read
+    monkeypatch.delenv(DATA_ROOT_ENV, raising=False)
+    assert main(_fashion_mnist_pretrain(tmp_path / "nonexistent", tmp_path / "run")) == 2
+    line = _error_line(capsys, "pretrain")
+    assert f"not found in data_root {tmp_path / 'nonexistent'}" in line
 
 
 def test_unwritable_output_folder(tmp_path: Path, capsys):
