@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,10 +29,22 @@ class DatasetInfo:
 
 
 class LTDataset(Dataset):
-    """A split of a data set: ``(transform(pil_image), target)`` items plus class statistics."""
+    """A split of a data set: ``(transform(pil_image), target)`` items plus class statistics.
 
-    def __init__(self, info: DatasetInfo, targets: Sequence[int], transform: Transform | None = None):
+    ``source_dir`` is the folder its files were read from (None for generated images), so a run can
+    say which copy of a data set it trained on.
+    """
+
+    def __init__(
+        self,
+        info: DatasetInfo,
+        targets: Sequence[int],
+        transform: Transform | None = None,
+        *,
+        source_dir: Path | None = None,
+    ):
         self.info = info
+        self.source_dir = source_dir
         self.classes = list(info.classes)
         self.targets = [int(t) for t in targets]
         counts = np.bincount(np.asarray(self.targets, dtype=np.int64), minlength=len(self.classes))
@@ -79,6 +92,8 @@ class ArrayDataset(LTDataset):
         images: np.ndarray,
         targets: Sequence[int],
         transform: Transform | None = None,
+        *,
+        source_dir: Path | None = None,
     ):
         expected_ndim = 3 if info.channels == 1 else 4
         shape_ok = images.ndim == expected_ndim and (info.channels == 1 or images.shape[-1] == info.channels)
@@ -87,7 +102,7 @@ class ArrayDataset(LTDataset):
                 f"{info.name}: expected {len(targets)} uint8 images with {info.channels} channel(s), "
                 f"got array {images.dtype} {images.shape}"
             )
-        super().__init__(info, targets, transform)
+        super().__init__(info, targets, transform, source_dir=source_dir)
         self.images = images
 
     def load(self, index: int) -> Image.Image:
@@ -101,8 +116,15 @@ class FileDataset(LTDataset):
     alpha onto white, 16-bit rescaled), so evaluation and serving see the same pixels.
     """
 
-    def __init__(self, info: DatasetInfo, samples: list[tuple[str, int]], transform: Transform | None = None):
-        super().__init__(info, [t for _, t in samples], transform)
+    def __init__(
+        self,
+        info: DatasetInfo,
+        samples: list[tuple[str, int]],
+        transform: Transform | None = None,
+        *,
+        source_dir: Path | None = None,
+    ):
+        super().__init__(info, [t for _, t in samples], transform, source_dir=source_dir)
         self.samples = samples
 
     def load(self, index: int) -> Image.Image:

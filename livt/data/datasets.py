@@ -10,7 +10,6 @@ the kept images of a class with too few left (never from test, never overlapping
 from __future__ import annotations
 
 import inspect
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from livt.data import synthetic
 from livt.data.base import ArrayDataset, DatasetInfo, FileDataset, LTDataset, Transform
-from livt.data.formats import cifar, idx, imagefolder, lists
+from livt.data.formats import DATA_ROOT_ENV, cifar, given_root, idx, imagefolder, lists
 from livt.data.longtail import holdout_split, longtail_counts, longtail_subset
 
 SPLITS = ("train", "val", "test")
@@ -126,13 +125,15 @@ def _subsampled_split(
     profile: str,
     seed: int,
     val_per_class: int,
+    source_dir: Path,
 ) -> ArrayDataset:
     """Train / val / test of an in-memory set whose training images are subsampled to a long tail.
 
-    The loaders return ``(uint8 images, int64 targets)``; only the one the split needs is called.
+    The loaders return ``(uint8 images, int64 targets)`` read from ``source_dir``; only the one the
+    split needs is called.
     """
     if split == "test":
-        return ArrayDataset(info, *load_test(), transform)
+        return ArrayDataset(info, *load_test(), transform, source_dir=source_dir)
     images, targets = load_train()
     num_classes = len(info.classes)
     keep = longtail_subset(targets, num_classes, imbalance_factor, profile, seed)
@@ -144,7 +145,7 @@ def _subsampled_split(
             f"{info.name} has no official val split: pass val_per_class > 0 to hold one out of the "
             "training images (the same value for every split, so train and val stay disjoint)"
         )
-    return ArrayDataset(info, images[keep], targets[keep], transform)
+    return ArrayDataset(info, images[keep], targets[keep], transform, source_dir=source_dir)
 
 
 def _require_root(name: str, data_root: str | Path | None) -> Path:
@@ -167,11 +168,12 @@ def _fashion_mnist_lt(
 ) -> ArrayDataset:
     """Fashion-MNIST IDX files (see ``formats.idx.fashion_mnist_dirs``), long-tailed train."""
     if download:
-        root = data_root or os.environ.get(idx.DATA_ROOT_ENV)
-        if not root:
-            raise ValueError(f"download=True needs data_root (or ${idx.DATA_ROOT_ENV}) to download into")
-        idx.download_fashion_mnist(root)
-    arrays = idx.load_fashion_mnist(idx.find_fashion_mnist(data_root))
+        given = given_root(data_root)
+        if given is None:
+            raise ValueError(f"download=True needs data_root (or ${DATA_ROOT_ENV}) to download into")
+        idx.download_fashion_mnist(given[0])
+    folder = idx.find_fashion_mnist(data_root)
+    arrays = idx.load_fashion_mnist(folder)
     info = DatasetInfo(
         "fashion-mnist-lt", FASHION_MNIST_CLASSES, 1, 28, FASHION_MNIST_MEAN, FASHION_MNIST_STD
     )
@@ -185,6 +187,7 @@ def _fashion_mnist_lt(
         profile=profile,
         seed=seed,
         val_per_class=val_per_class,
+        source_dir=folder,
     )
 
 
@@ -214,6 +217,7 @@ def _cifar_builder(
             profile=profile,
             seed=seed,
             val_per_class=val_per_class,
+            source_dir=folder,
         )
 
     return build
@@ -258,7 +262,7 @@ def _list_builder(name: str) -> Callable[..., FileDataset]:
         if beyond >= len(names):
             raise ValueError(f"{paths[split]}: label {beyond} is not a class of the training list")
         info = DatasetInfo(name, tuple(names), 3, 224, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
-        return FileDataset(info, samples, transform)
+        return FileDataset(info, samples, transform, source_dir=root)
 
     return build
 
@@ -306,7 +310,7 @@ def _imagefolder(
         keep = longtail_subset([t for _, t in samples], len(classes), imbalance_factor, profile, seed)
         samples = [samples[i] for i in keep]
     info = DatasetInfo("imagefolder", tuple(classes), channels, image_size, mean, std)
-    return FileDataset(info, samples, transform)
+    return FileDataset(info, samples, transform, source_dir=root)
 
 
 def _to_channels(values: tuple[float, ...], channels: int) -> tuple[float, ...]:

@@ -10,10 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors import SafetensorError
 from torch import nn
 
-from livt.artifact import sha256_file
 from livt.export.errors import ExportError
 from livt.training.checkpoint import (
     WEIGHTS_FILE,
@@ -21,6 +19,7 @@ from livt.training.checkpoint import (
     find_checkpoint,
     load_checkpoint_meta,
     load_model_weights,
+    recorded_sha256,
 )
 
 logger = logging.getLogger(__name__)
@@ -52,7 +51,8 @@ class ExportSource:
 def load_source(run_dir: Path, checkpoint: str = "best") -> ExportSource:
     """Load a fine-tuned run folder's checkpoint (``best`` falls back to ``last``) as an eval model.
 
-    Raises ``ExportError`` for a missing folder, a pretrain run or an incomplete ``meta.json``.
+    Raises ``ExportError`` for a missing folder, a pretrain run, an incomplete ``meta.json`` or
+    weights that do not match it (damaged, or of another model).
     """
     from livt.models import ViTConfig, create_classifier
 
@@ -80,14 +80,18 @@ def load_source(run_dir: Path, checkpoint: str = "best") -> ExportSource:
     except (TypeError, ValueError, KeyError) as exc:
         raise ExportError(f"{ckpt_dir}/meta.json: invalid model config: {exc}") from exc
     try:
-        model.load_state_dict(load_model_weights(ckpt_dir), strict=True)
-    except (CheckpointError, SafetensorError, OSError, RuntimeError) as exc:
-        # RuntimeError: missing/unexpected keys or shape mismatches against meta.json's model.
+        weights = load_model_weights(ckpt_dir)
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from exc
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        # Missing/unexpected keys or shape mismatches against meta.json's model.
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"{ckpt_dir}/{WEIGHTS_FILE}: cannot load the weights: {reason}") from exc
     model.eval()
     run_metrics = _read_run_metrics(run_dir / "metrics.json")
-    return ExportSource(run_dir, ckpt_dir, meta, model, sha256_file(ckpt_dir / WEIGHTS_FILE), run_metrics)
+    return ExportSource(run_dir, ckpt_dir, meta, model, recorded_sha256(ckpt_dir), run_metrics)
 
 
 def _read_run_metrics(path: Path) -> dict[str, Any]:

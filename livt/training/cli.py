@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--loss-opt", action="append", metavar="KEY=VALUE", help="any other loss option")
         p.set_defaults(handler=_run_stage, stage=stage)
     p = sub.add_parser(
-        "evaluate", help="evaluate a finetune run's best checkpoint", argument_default=argparse.SUPPRESS
+        "evaluate",
+        help="evaluate a finetune run's best (or last) checkpoint",
+        argument_default=argparse.SUPPRESS,
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_dataclass_flags(p, EvaluateConfig)

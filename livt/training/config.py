@@ -224,10 +224,11 @@ class FinetuneConfig(TrainConfig):
 
 @dataclass
 class EvaluateConfig:
-    """Evaluate a finished run's ``best`` checkpoint on one split."""
+    """Evaluate a finished run's ``best`` (or ``last``) checkpoint on one split."""
 
     # --run-dir: torchrun's parser would take "--run" for an abbreviation of its own --run-path.
     run: str = _opt("", "run folder to evaluate", aliases=("--run-dir",))
+    checkpoint: str = _opt("best", "best | last (default best; a run without one uses last)")
     dataset: str | None = _opt(None, "data set name (default: the run's)")
     data_root: str | None = _opt(None, "folder holding the data set files (default: the run's)")
     split: str = _opt("test", "train | val | test")
@@ -239,6 +240,9 @@ class EvaluateConfig:
 
     def __post_init__(self) -> None:
         _require(bool(self.run), "run is required (--run RUN_DIR)")
+        _require(
+            self.checkpoint in ("best", "last"), f"checkpoint must be best or last, got {self.checkpoint!r}"
+        )
         _require(
             self.split in ("train", "val", "test"), f"split must be train, val or test, got {self.split!r}"
         )

@@ -29,6 +29,7 @@ from livt.training.config import ConfigError, EvaluateConfig, FinetuneConfig, lo
 from livt.training.distributed import init_distributed
 from livt.training.loaders import build_eval_loader
 from livt.training.metrics import compute_metrics, reliability_bins, tail_accuracy
+from livt.training.stage import log_source
 
 _logger = logging.getLogger(__name__)
 
@@ -67,10 +68,10 @@ def write_report(
 
 
 def evaluate_run(cfg: EvaluateConfig, *, progress: bool = True) -> Path:
-    """Evaluate ``cfg.run``'s best checkpoint on ``cfg.split``; return the output folder."""
+    """Evaluate ``cfg.run``'s ``cfg.checkpoint`` on ``cfg.split``; return the output folder."""
     env = init_distributed(cfg.device)
     run_dir = Path(cfg.run)
-    ckpt = find_checkpoint(run_dir, "best")
+    ckpt = find_checkpoint(run_dir, cfg.checkpoint)
     meta = load_checkpoint_meta(ckpt)
     if meta.get("stage") != "finetune":
         raise ConfigError(f"{run_dir} is a {meta.get('stage')!r} run; evaluate needs a finetune run")
@@ -95,6 +96,7 @@ def evaluate_run(cfg: EvaluateConfig, *, progress: bool = True) -> Path:
         dataset = build_dataset(name, cfg.split, data_root=data_root, transform=transform, **options)
     except ValueError as exc:
         raise ConfigError(f"data set {name!r}: {exc}") from exc
+    log_source(name, cfg.split, dataset)
 
     vit = ViTConfig.from_dict(meta["model"])
     if labelled and len(dataset.classes) != vit.num_classes:

@@ -125,7 +125,7 @@ def _finetune(cfg: FinetuneConfig, run_dir: Path, env: DistEnv, *, resume_run: b
         return criterion(model(images), targets)
 
     for epoch in range(start_epoch, cfg.epochs):
-        train_loader.sampler.set_epoch(epoch)
+        train_loader.set_epoch(epoch)
         criterion.set_epoch(epoch)
         stats = engine.train_one_epoch(
             train_model, train_loader, loss_fn, optimizer, scheduler,

@@ -1,13 +1,16 @@
-"""DataLoaders with a deterministic, resumable order: epoch ``e`` is shuffled by ``(seed, e)``.
+"""DataLoaders with a deterministic, resumable epoch: epoch ``e`` is a function of ``(seed, e)`` alone.
 
 Training always goes through a ``DistributedSampler`` (one replica when not distributed) so a
-single code path gives each rank its shard and reseeds the shuffle every epoch via ``set_epoch``.
+single code path gives each rank its shard; ``EpochLoader.set_epoch`` reseeds the shuffle and the
+workers every epoch.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
@@ -19,10 +22,33 @@ def default_workers() -> int:
     return min(4, os.cpu_count() or 1)
 
 
+class EpochLoader(DataLoader):
+    """The training loader: call ``set_epoch(e)`` before iterating epoch ``e``.
+
+    ``set_epoch`` fixes both the shuffle (the sampler) and the worker processes' RNGs from
+    ``(seed, epoch, rank)``: the workers are started afresh every epoch (not persistent) from a
+    base seed drawn from this loader's generator, and torch seeds worker ``w``'s torch and Python
+    ``random`` (timm's RandAugment, random erasing) with ``base + w`` and its numpy from
+    ``(base, w)``. The augmentation of an epoch then depends on nothing a checkpoint would have to
+    hold, so a resumed run draws the same images as an uninterrupted one with any ``--workers``.
+    With 0 workers the transforms draw from the main process's RNGs, which ``state.pt`` holds.
+    """
+
+    def __init__(self, dataset: Dataset, *, seed: int, rank: int, **kwargs: Any):
+        super().__init__(dataset, generator=torch.Generator(), persistent_workers=False, **kwargs)
+        self._seed, self._rank = seed, rank
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+        entropy = (self._seed % 2**32, epoch, self._rank)
+        self.generator.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]))
+
+
 def build_train_loader(
     dataset: Dataset, *, batch_size: int, seed: int, env: DistEnv, workers: int | None = None
-) -> DataLoader:
-    """Shuffled, ``drop_last`` loader over this rank's shard; call ``loader.sampler.set_epoch(e)``."""
+) -> EpochLoader:
+    """Shuffled, ``drop_last`` loader over this rank's shard; call ``loader.set_epoch(e)`` each epoch."""
     per_rank = len(dataset) // env.world_size
     if per_rank < batch_size:
         raise ConfigError(
@@ -32,7 +58,16 @@ def build_train_loader(
     sampler = DistributedSampler(
         dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed, drop_last=True
     )
-    return _loader(dataset, batch_size, sampler=sampler, drop_last=True, env=env, workers=workers, seed=seed)
+    return EpochLoader(
+        dataset,
+        seed=seed,
+        rank=env.rank,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=default_workers() if workers is None else workers,
+        pin_memory=env.device.type == "cuda",
+    )
 
 
 def build_eval_loader(
@@ -40,29 +75,15 @@ def build_eval_loader(
 ) -> DataLoader:
     """In-order loader over this rank's contiguous shard (no padding, no duplicates)."""
     shard = Subset(dataset, shard_range(len(dataset), env))
-    return _loader(shard, batch_size, sampler=None, drop_last=False, env=env, workers=workers, seed=0)
-
-
-def _loader(
-    dataset: Dataset,
-    batch_size: int,
-    *,
-    sampler: DistributedSampler | None,
-    drop_last: bool,
-    env: DistEnv,
-    workers: int | None,
-    seed: int,
-) -> DataLoader:
     workers = default_workers() if workers is None else workers
     return DataLoader(
-        dataset,
+        shard,
         batch_size=batch_size,
-        sampler=sampler,
         shuffle=False,
-        drop_last=drop_last,
         num_workers=workers,
+        # Evaluation draws no random numbers: its workers can live across epochs.
         persistent_workers=workers > 0,
         pin_memory=env.device.type == "cuda",
-        # Seeds the workers' RNGs (augmentation) independently of the training RNG stream.
-        generator=torch.Generator().manual_seed(seed + env.rank),
+        # Its own generator, so starting its workers draws nothing from the training RNG stream.
+        generator=torch.Generator().manual_seed(env.rank),
     )

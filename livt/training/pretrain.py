@@ -107,7 +107,7 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, env: DistEnv, *, resume_run: b
         return loss
 
     for epoch in range(start_epoch, cfg.epochs):
-        loader.sampler.set_epoch(epoch)
+        loader.set_epoch(epoch)
         stats = engine.train_one_epoch(
             train_model, loader, loss_fn, optimizer, scheduler,
             env=env, epoch=epoch, step=step, steps_per_epoch=steps_per_epoch,

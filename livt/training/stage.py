@@ -51,7 +51,14 @@ def load_split(cfg: TrainConfig, split: str, make_transform: Callable[[DatasetIn
         raise ConfigError(f"data set {cfg.dataset!r}: {exc}") from exc
     if make_transform is not None:
         dataset.transform = make_transform(dataset.info)
+    log_source(cfg.dataset, split, dataset)
     return dataset
+
+
+def log_source(name: str, split: str, dataset: Any) -> None:
+    """Log the folder ``split`` of data set ``name`` was read from: train.log names the copy a run used."""
+    where = f"read from {dataset.source_dir}" if dataset.source_dir else "generated (no files read)"
+    _logger.info("%s %s split: %d images %s", name, split, len(dataset), where)
 
 
 def base_meta(

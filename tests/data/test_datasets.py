@@ -9,7 +9,7 @@ from torchvision.transforms import PILToTensor
 
 from livt.data import DatasetNotFoundError, build_dataset, dataset_options, list_datasets
 from livt.data.datasets import FASHION_MNIST_MEAN, FASHION_MNIST_STD
-from livt.data.formats import idx
+from livt.data.formats import DATA_ROOT_ENV, idx
 
 from .writers import write_cifar, write_fashion_mnist, write_png
 
@@ -106,8 +106,35 @@ def test_fashion_mnist_from_data_root_layouts(tmp_path, no_system_data, layout, 
 
 def test_fashion_mnist_from_env_root(tmp_path, no_system_data, monkeypatch):
     write_fashion_mnist(tmp_path / "FashionMNIST" / "raw")
-    monkeypatch.setenv(idx.DATA_ROOT_ENV, str(tmp_path))
+    monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path))
     assert len(build_dataset("fashion-mnist-lt", "test")) == 30
+
+
+def test_fashion_mnist_records_the_folder_it_read(tmp_path, no_system_data, monkeypatch):
+    write_fashion_mnist(tmp_path / "root" / "FashionMNIST" / "raw")
+    assert build_dataset("fashion-mnist-lt", data_root=tmp_path / "root").source_dir == (
+        tmp_path / "root" / "FashionMNIST" / "raw"
+    )
+    write_fashion_mnist(tmp_path / "system")
+    monkeypatch.setattr(idx, "SYSTEM_DIRS", (tmp_path / "system",))
+    assert build_dataset("fashion-mnist-lt", "test").source_dir == tmp_path / "system"
+    assert build_dataset("synthetic").source_dir is None  # generated, no files
+
+
+def test_an_explicit_root_without_fashion_mnist_never_falls_back(tmp_path, no_system_data, monkeypatch):
+    write_fashion_mnist(tmp_path / "system")
+    monkeypatch.setattr(idx, "SYSTEM_DIRS", (tmp_path / "system",))
+    write_fashion_mnist(tmp_path / "env")
+    monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path / "env"))
+    with pytest.raises(DatasetNotFoundError) as info:
+        build_dataset("fashion-mnist-lt", data_root=tmp_path / "nonexistent")
+    message = str(info.value)
+    assert "\n" not in message and f"data_root {tmp_path / 'nonexistent'}" in message
+    assert str(tmp_path / "env") not in message and str(tmp_path / "system") not in message
+    # $LIVT_DATA_ROOT is a root given too: one without the data does not fall back to the system copy
+    monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path / "empty"))
+    with pytest.raises(DatasetNotFoundError, match=r"\$LIVT_DATA_ROOT .*empty"):
+        build_dataset("fashion-mnist-lt")
 
 
 def test_fashion_mnist_val_is_balanced_and_disjoint_from_train(tmp_path, no_system_data):
@@ -127,9 +154,12 @@ def test_fashion_mnist_missing_lists_places_and_how_to_get_it(tmp_path, no_syste
         build_dataset("fashion-mnist-lt", data_root=tmp_path / "empty")
     message = str(info.value)
     assert isinstance(info.value, FileNotFoundError)
-    assert str(tmp_path / "empty" / "FashionMNIST" / "raw") in message
-    assert "no-system-data" in message
-    assert "apt-get install dataset-fashion-mnist" in message and "--download" in message
+    assert str(tmp_path / "empty" / "FashionMNIST" / "raw") in message and "download=true" in message
+    assert "no-system-data" not in message  # a root given is the only place looked in
+    with pytest.raises(DatasetNotFoundError) as info:
+        build_dataset("fashion-mnist-lt")
+    message = str(info.value)
+    assert "no-system-data" in message and "apt-get install dataset-fashion-mnist" in message
 
 
 def test_fashion_mnist_download_needs_a_root(no_system_data):
@@ -138,6 +168,20 @@ def test_fashion_mnist_download_needs_a_root(no_system_data):
 
 
 # cifar ----------------------------------------------------------------------------------------
+
+
+def test_an_explicit_root_without_cifar_never_falls_back_to_the_env_root(
+    tmp_path, no_system_data, monkeypatch
+):
+    folder = write_cifar(tmp_path / "env", num_classes=10, per_class=2, n_batches=5)
+    monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path / "env"))
+    assert build_dataset("cifar10-lt", "test").source_dir == folder
+    with pytest.raises(DatasetNotFoundError) as info:
+        build_dataset("cifar10-lt", data_root=tmp_path / "nonexistent")
+    assert "\n" not in str(info.value) and f"data_root {tmp_path / 'nonexistent'}" in str(info.value)
+    monkeypatch.delenv(DATA_ROOT_ENV)
+    with pytest.raises(DatasetNotFoundError, match=r"pass data_root or set \$LIVT_DATA_ROOT"):
+        build_dataset("cifar10-lt")
 
 
 def test_cifar10_lt_splits_and_pixel_layout(tmp_path, no_system_data):

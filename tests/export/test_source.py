@@ -69,9 +69,27 @@ def test_unloadable_run_files_are_export_errors(run_dir, tmp_path, broken):
         needle = "invalid model config"
     elif broken == "weights":
         (best / "model.safetensors").write_bytes(b"not safetensors at all")
-        needle = "cannot load the weights"
+        needle = "model.safetensors has 22 bytes"
     else:
         (run / "metrics.json").write_text('{"top1": 0.5,')
         needle = "not readable JSON"
     with pytest.raises(ExportError, match=needle):
         load_source(run)
+
+
+def test_damaged_weights_are_refused_naming_the_file_and_the_other_checkpoint(run_dir, tmp_path):
+    run = _copied_run(run_dir, tmp_path)
+    weights = run / "checkpoints" / "best" / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2] + bytes(len(data) - len(data) // 2))  # still loads
+    with pytest.raises(ExportError) as info:
+        load_source(run)
+    message = str(info.value)
+    assert "\n" not in message and str(weights) in message and "sha256" in message
+    assert "checkpoints/last (epoch" in message and "--checkpoint last" in message
+    assert load_source(run, "last").ckpt_dir.name == "last"
+
+
+def test_the_source_hash_is_the_one_the_checkpoint_records(run_dir):
+    source = load_source(run_dir)
+    assert source.weights_sha256 == source.meta["files"]["model.safetensors"]["sha256"]

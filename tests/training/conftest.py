@@ -26,3 +26,14 @@ def finetune_run(pretrain_run: Path) -> Path:
     out = pretrain_run.parent / "ft"
     assert main(["finetune", *FINETUNE, "--init", str(pretrain_run), "--out", str(out)]) == 0
     return out
+
+
+def damage(path: Path, how: str) -> None:
+    """Damage a checkpoint file as a failing disk or an interrupted copy would.
+
+    ``zeroed`` clears the second half (a safetensors header survives it, so the file still loads),
+    ``truncated`` cuts it there.
+    """
+    data = path.read_bytes()
+    half = len(data) // 2
+    path.write_bytes(data[:half] + (bytes(len(data) - half) if how == "zeroed" else b""))

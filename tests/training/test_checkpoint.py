@@ -1,18 +1,27 @@
+import json
 import random
 
 import numpy as np
 import pytest
 import torch
 
+from livt.artifact import sha256_file
 from livt.training.checkpoint import (
+    STATE_FILE,
+    WEIGHTS_FILE,
     CheckpointError,
     atomic_write,
     capture_rng_state,
     find_checkpoint,
     load_checkpoint_meta,
+    load_model_weights,
+    load_training_state,
+    recorded_sha256,
     restore_rng_state,
     save_checkpoint,
 )
+
+from .conftest import damage
 
 
 def test_failed_write_leaves_the_old_file(tmp_path):
@@ -33,7 +42,7 @@ def test_checkpoint_round_trip_and_lookup(tmp_path):
     model = torch.nn.Linear(3, 2)
     save_checkpoint(tmp_path / "checkpoints" / "last", model, {"stage": "finetune"}, {"epoch": 1})
     ckpt = find_checkpoint(tmp_path, "best")  # falls back to last
-    assert ckpt.name == "last" and load_checkpoint_meta(ckpt) == {"stage": "finetune"}
+    assert ckpt.name == "last" and load_checkpoint_meta(ckpt)["stage"] == "finetune"
     assert torch.load(ckpt / "state.pt", weights_only=True) == {"epoch": 1}
     with pytest.raises(CheckpointError, match="no 'best' checkpoint"):
         find_checkpoint(tmp_path / "checkpoints", "best")
@@ -44,7 +53,8 @@ def test_checkpoint_is_replaced_as_a_whole(tmp_path):
     save_checkpoint(ckpt, torch.nn.Linear(3, 2), {"step": 1}, {"step": 1})
     save_checkpoint(ckpt, torch.nn.Linear(3, 2), {"step": 2}, {"step": 2})
     assert sorted(p.name for p in ckpt.parent.iterdir()) == ["last"]  # no staging folder left
-    assert load_checkpoint_meta(ckpt) == {"step": 2} == torch.load(ckpt / "state.pt", weights_only=True)
+    assert load_checkpoint_meta(ckpt)["step"] == 2
+    assert torch.load(ckpt / "state.pt", weights_only=True) == {"step": 2}
 
 
 @pytest.mark.parametrize("left", ["staged", "retired"])
@@ -60,7 +70,7 @@ def test_a_swap_killed_between_renames_is_recovered(tmp_path, left):
         ckpt.rename(ckpt.parent / ".last.old")
         expected = 1
     found = find_checkpoint(tmp_path, "last")
-    assert found == ckpt and load_checkpoint_meta(found) == {"step": expected}
+    assert found == ckpt and load_checkpoint_meta(found)["step"] == expected
     assert torch.load(found / "state.pt", weights_only=True) == {"step": expected}
 
 
@@ -77,3 +87,91 @@ def test_rng_state_round_trip_survives_weights_only_load(tmp_path):
     assert torch.equal(torch.rand(3), expected[0])
     assert np.array_equal(np.random.rand(3), expected[1])
     assert random.random() == expected[2]
+
+
+def _run_checkpoints(run):
+    """A run folder's ``checkpoints/best`` (epoch 0, weights only) and ``checkpoints/last`` (epoch 1)."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(64, 64)  # big enough that zeroing half the weights file spares its header
+    save_checkpoint(run / "checkpoints" / "best", model, {"epoch": 0})
+    save_checkpoint(run / "checkpoints" / "last", model, {"epoch": 1}, {"epoch": 1, "step": 9})
+    return model, run / "checkpoints" / "best", run / "checkpoints" / "last"
+
+
+def test_meta_records_the_sha256_and_size_of_each_file(tmp_path):
+    _model, best, last = _run_checkpoints(tmp_path)
+    for ckpt, names in ((best, [WEIGHTS_FILE]), (last, [WEIGHTS_FILE, STATE_FILE])):
+        assert load_checkpoint_meta(ckpt)["files"] == {
+            name: {"sha256": sha256_file(ckpt / name), "size": (ckpt / name).stat().st_size} for name in names
+        }
+
+
+def test_verified_checkpoint_loads(tmp_path):
+    model, best, last = _run_checkpoints(tmp_path)
+    assert torch.equal(load_model_weights(best)["weight"], model.weight)
+    assert load_training_state(last) == {"epoch": 1, "step": 9}
+
+
+@pytest.mark.parametrize("how", ["zeroed", "truncated"])
+@pytest.mark.parametrize("name", [WEIGHTS_FILE, STATE_FILE])
+def test_a_damaged_file_is_refused_in_one_line_that_names_it(tmp_path, name, how):
+    _model, _best, last = _run_checkpoints(tmp_path)
+    damage(last / name, how)
+    load = load_model_weights if name == WEIGHTS_FILE else load_training_state
+    with pytest.raises(CheckpointError) as info:
+        load(last)
+    message = str(info.value)
+    assert "\n" not in message and str(last / name) in message
+    # best is intact but holds only weights: it can be evaluated or exported, not resumed
+    assert "checkpoints/best (epoch 0) is intact but holds no resume state" in message
+
+
+def test_the_hint_names_an_intact_checkpoint_or_says_there_is_none(tmp_path):
+    _model, best, last = _run_checkpoints(tmp_path)
+    damage(best / WEIGHTS_FILE, "zeroed")
+    with pytest.raises(CheckpointError, match=r"checkpoints/last \(epoch 1\) is intact: use it instead"):
+        load_model_weights(best)
+    damage(last / WEIGHTS_FILE, "truncated")
+    with pytest.raises(CheckpointError, match="no other checkpoint of this run is intact"):
+        load_model_weights(best)
+
+
+def test_a_file_the_meta_does_not_record_is_refused(tmp_path):
+    _model, best, _last = _run_checkpoints(tmp_path)
+    torch.save({"epoch": 0}, best / STATE_FILE)
+    with pytest.raises(CheckpointError, match="not part of this checkpoint"):
+        load_training_state(best)
+
+
+def _drop_checksums(ckpt):
+    meta = load_checkpoint_meta(ckpt)
+    del meta["files"]
+    (ckpt / "meta.json").write_text(json.dumps(meta))
+
+
+def test_a_checkpoint_from_before_checksums_loads_with_a_warning(tmp_path, caplog):
+    model, _best, last = _run_checkpoints(tmp_path)
+    _drop_checksums(last)
+    assert torch.equal(load_model_weights(last)["weight"], model.weight)
+    assert load_training_state(last)["step"] == 9
+    assert f"{last} records no checksums" in caplog.text and "unverified" in caplog.text
+    assert recorded_sha256(last) == sha256_file(last / WEIGHTS_FILE)  # export's source hash: computed
+
+
+@pytest.mark.parametrize("name", [WEIGHTS_FILE, STATE_FILE])
+def test_an_unreadable_file_of_an_old_checkpoint_is_one_line_too(tmp_path, name):
+    _model, _best, last = _run_checkpoints(tmp_path)
+    _drop_checksums(last)
+    damage(last / name, "truncated")
+    load = load_model_weights if name == WEIGHTS_FILE else load_training_state
+    with pytest.raises(CheckpointError, match="cannot be read") as info:
+        load(last)
+    assert "\n" not in str(info.value) and str(last / name) in str(info.value)
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe not text", b"[1, 2]"])
+def test_an_unreadable_meta_is_a_checkpoint_error(tmp_path, content):
+    _model, best, _last = _run_checkpoints(tmp_path)
+    (best / "meta.json").write_bytes(content)
+    with pytest.raises(CheckpointError, match=r"meta\.json"):
+        load_checkpoint_meta(best)

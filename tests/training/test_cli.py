@@ -9,10 +9,12 @@ import pytest
 import yaml
 from PIL import Image
 
+from livt.data.formats import DATA_ROOT_ENV, idx
 from livt.training.checkpoint import load_model_weights
 from livt.training.cli import main
 
-from .conftest import FINETUNE, PRETRAIN
+from ..data.writers import write_fashion_mnist
+from .conftest import FINETUNE, PRETRAIN, damage
 
 METRIC_KEYS = {"top1", "top5", "balanced_acc", "many", "medium", "few", "ece", "nll", "mce", "per_class",
                "train_counts", "tail3", "val", "best_epoch"}  # fmt: skip
@@ -213,6 +215,35 @@ def test_missing_data_is_the_datasets_message(tmp_path: Path, capsys):
     assert err.startswith("livt-train pretrain: error:") and "nowhere" in err and "Traceback" not in err
 
 
+def _fashion_mnist_pretrain(root: Path, out: Path) -> list[str]:
+    """A one-epoch vit_micro MGP run on the Fashion-MNIST files under ``root``."""
+    return ["pretrain", "--dataset", "fashion-mnist-lt", "--data-root", str(root), "--imbalance-factor", "10",
+            "--model", "vit_micro", "--img-size", "28", "--decoder-embed-dim", "16", "--decoder-depth", "1",
+            "--decoder-num-heads", "2", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "32", "--workers", "0", "--quiet",
+            "--out", str(out)]  # fmt: skip
+
+
+def test_every_run_logs_the_folder_it_read(tmp_path: Path, pretrain_run: Path):
+    write_fashion_mnist(tmp_path / "data")
+    assert main(_fashion_mnist_pretrain(tmp_path / "data", tmp_path / "run")) == 0
+    assert f"fashion-mnist-lt train split: 118 images read from {tmp_path / 'data'}" in (
+        (tmp_path / "run" / "train.log").read_text()
+    )
+    assert (
+        "synthetic train split: 403 images generated (no files read)"
+        in (pretrain_run / "train.log").read_text()
+    )
+
+
+def test_a_data_root_without_the_data_is_an_error_naming_it(tmp_path: Path, monkeypatch, capsys):
+    write_fashion_mnist(tmp_path / "system")
+    monkeypatch.setattr(idx, "SYSTEM_DIRS", (tmp_path / "system",))  # a system copy it must not read
+    monkeypatch.delenv(DATA_ROOT_ENV, raising=False)
+    assert main(_fashion_mnist_pretrain(tmp_path / "nonexistent", tmp_path / "run")) == 2
+    line = _error_line(capsys, "pretrain")
+    assert f"not found in data_root {tmp_path / 'nonexistent'}" in line
+
+
 def test_unwritable_output_folder(tmp_path: Path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -250,3 +281,54 @@ def test_config_file_reproduces_a_run(pretrain_run: Path, tmp_path: Path):
     a = (out / "checkpoints" / "last" / "model.safetensors").read_bytes()
     b = (pretrain_run / "checkpoints" / "last" / "model.safetensors").read_bytes()
     assert a == b  # deterministic on CPU
+
+
+def _copy_run(run: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / run.name
+    shutil.copytree(run, copy)
+    return copy
+
+
+def _error_line(capsys, command: str) -> str:
+    """The CLI's error: the last line on stderr, all of it (a message with a newline would be cut)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = err.splitlines()[-1]
+    assert line.startswith(f"livt-train {command}: error: ")
+    return line
+
+
+@pytest.mark.parametrize(("name", "how"), [("model.safetensors", "zeroed"), ("state.pt", "truncated")])
+def test_resume_refuses_a_damaged_checkpoint_in_one_line(
+    finetune_run: Path, tmp_path: Path, capsys, name, how
+):
+    run = _copy_run(finetune_run, tmp_path)
+    damage(run / "checkpoints" / "last" / name, how)
+    assert main(["finetune", "--resume", "--quiet", "--out", str(run)]) == 2
+    line = _error_line(capsys, "finetune")
+    assert str(run / "checkpoints" / "last" / name) in line
+    assert "checkpoints/best (epoch" in line and "no resume state" in line
+
+
+def test_init_refuses_a_damaged_pretrain_checkpoint_in_one_line(pretrain_run: Path, tmp_path: Path, capsys):
+    pre = _copy_run(pretrain_run, tmp_path)
+    damage(pre / "checkpoints" / "last" / "model.safetensors", "zeroed")
+    args = ["finetune", *FINETUNE, "--init", str(pre), "--out", str(tmp_path / "ft")]
+    assert main(args) == 2
+    line = _error_line(capsys, "finetune")
+    assert str(pre / "checkpoints" / "last" / "model.safetensors") in line
+    assert "no other checkpoint of this run is intact" in line
+
+
+def test_evaluate_refuses_a_damaged_best_and_evaluates_last_on_request(
+    finetune_run: Path, tmp_path: Path, capsys
+):
+    run = _copy_run(finetune_run, tmp_path)
+    damage(run / "checkpoints" / "best" / "model.safetensors", "truncated")
+    args = ["evaluate", "--run", str(run), "--workers", "0", "--quiet"]
+    assert main(args) == 2
+    line = _error_line(capsys, "evaluate")
+    assert str(run / "checkpoints" / "best" / "model.safetensors") in line
+    assert "checkpoints/last (epoch 3) is intact: use it instead (--checkpoint last)" in line
+    assert main([*args, "--checkpoint", "last"]) == 0
+    assert json.loads((run / "eval-test" / "metrics.json").read_text())["checkpoint"].endswith("last")

@@ -6,15 +6,13 @@ The release files are pickles, so only load folders you trust (as with torchvisi
 from __future__ import annotations
 
 import functools
-import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from livt.data.formats import missing
-from livt.data.formats.idx import DATA_ROOT_ENV
+from livt.data.formats import DATA_ROOT_ENV, given_root, missing
 
 
 @dataclass(frozen=True)
@@ -48,17 +46,20 @@ CIFAR100 = CifarLayout(
 
 
 def find_cifar(layout: CifarLayout, data_root: str | Path | None) -> Path:
-    """The release folder under ``data_root`` (or ``$LIVT_DATA_ROOT``), or ``data_root`` itself."""
-    roots = [Path(r) for r in (data_root, os.environ.get(DATA_ROOT_ENV)) if r]
-    searched = [d for r in roots for d in (r / layout.folder, r)]
+    """The release folder under the root given (``data_root``, else ``$LIVT_DATA_ROOT``), or that root itself."""
+    given = given_root(data_root)
+    if given is None:
+        raise missing(f"CIFAR ({layout.folder}/)", [], f"pass data_root or set ${DATA_ROOT_ENV}")
+    root = given[0]
+    searched = [root / layout.folder, root]
     for folder in searched:
         if (folder / layout.meta_file).is_file() and (folder / layout.test_file).is_file():
             return folder
     raise missing(
         f"CIFAR ({layout.folder}/ with {layout.meta_file}, {', '.join(layout.train_files)}, {layout.test_file})",
         searched,
-        "Download the python version from https://www.cs.toronto.edu/~kriz/cifar.html and unpack it "
-        "under data_root.",
+        "download the python version from https://www.cs.toronto.edu/~kriz/cifar.html and unpack it there",
+        given,
     )
 
 
@@ -94,6 +95,6 @@ def read_cifar_classes(folder: Path, layout: CifarLayout) -> list[str]:
 
 def _unpickle(path: Path) -> dict:
     if not path.is_file():
-        raise missing(f"CIFAR file {path.name}", [path.parent], "The release folder is incomplete.")
+        raise missing(f"CIFAR file {path.name}", [path.parent], "the release folder is incomplete")
     with path.open("rb") as f:
         return pickle.load(f, encoding="bytes")

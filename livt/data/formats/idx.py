@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import functools
 import gzip
-import os
 from pathlib import Path
 
 import numpy as np
 
-from livt.data.formats import missing
+from livt.data.formats import given_root, missing
 
 FASHION_MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -19,7 +18,6 @@ FASHION_MNIST_FILES = {
 }
 # Where the Debian/Ubuntu package dataset-fashion-mnist installs the files.
 SYSTEM_DIRS: tuple[Path, ...] = (Path("/usr/share/datasets/fashion-mnist"),)
-DATA_ROOT_ENV = "LIVT_DATA_ROOT"
 # The only IDX element type these data sets use (unsigned byte); others are rejected.
 _UBYTE = 0x08
 
@@ -44,13 +42,12 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 
 def fashion_mnist_dirs(data_root: str | Path | None) -> list[Path]:
-    """Folders searched for Fashion-MNIST, in order: ``data_root``, ``$LIVT_DATA_ROOT``, the system folder.
-
-    Each root is tried directly and in torchvision's ``FashionMNIST/raw`` layout.
-    """
-    roots = [Path(r) for r in (data_root, os.environ.get(DATA_ROOT_ENV)) if r]
-    dirs = [d for r in roots for d in (r, r / "FashionMNIST" / "raw")]
-    return dirs + list(SYSTEM_DIRS)
+    """Folders searched for Fashion-MNIST: the root given (``data_root``, else ``$LIVT_DATA_ROOT``)
+    directly and in torchvision's ``FashionMNIST/raw`` layout; the system folder only without one."""
+    given = given_root(data_root)
+    if given is None:
+        return list(SYSTEM_DIRS)
+    return [given[0], given[0] / "FashionMNIST" / "raw"]
 
 
 def find_fashion_mnist(data_root: str | Path | None) -> Path:
@@ -59,11 +56,15 @@ def find_fashion_mnist(data_root: str | Path | None) -> Path:
     for folder in searched:
         if all(_locate(folder, name) for name in FASHION_MNIST_FILES.values()):
             return folder
+    given = given_root(data_root)
+    hint = (
+        "put the files there (or pass download=True, --data-opt download=true, to fetch them there); "
+        "a root that is given is the only place looked in"
+        if given
+        else "install it with `apt-get install dataset-fashion-mnist`, or pass data_root (--data-root)"
+    )
     raise missing(
-        "Fashion-MNIST (the four IDX files train-/t10k-images/labels, .gz or not)",
-        searched,
-        "Install it with `apt-get install dataset-fashion-mnist`, or pass download=True "
-        "(--download) with a data_root to fetch it with torchvision.",
+        "Fashion-MNIST (the four IDX files train-/t10k-images/labels, .gz or not)", searched, hint, given
     )
 
 

@@ -14,7 +14,7 @@ def scan_classes(root: str | Path, split: str = "train") -> list[str]:
     folder = Path(root) / split
     if not folder.is_dir():
         what = "image folder training split" if split == "train" else f"image folder split {split!r}"
-        raise missing(what, [folder], f"Expected root/{split}/<class>/<image>.")
+        raise missing(what, [folder], f"expected root/{split}/<class>/<image>")
     classes, _ = find_classes(folder)
     return classes
 
@@ -23,7 +23,7 @@ def scan_split(root: str | Path, split: str, classes: list[str]) -> list[tuple[s
     """``(path, label)`` samples of ``root/<split>``, files in sorted order within each class."""
     folder = Path(root) / split
     if not folder.is_dir():
-        raise missing(f"image folder split {split!r}", [folder], f"Expected root/{split}/<class>/<image>.")
+        raise missing(f"image folder split {split!r}", [folder], f"expected root/{split}/<class>/<image>")
     unknown = sorted(set(find_classes(folder)[0]) - set(classes))
     if unknown:
         raise ValueError(f"{folder}: class folders {unknown} are not among the training classes")
@@ -31,5 +31,5 @@ def scan_split(root: str | Path, split: str, classes: list[str]) -> list[tuple[s
     # Every training class needs images; val/test may leave a class out.
     samples = make_dataset(folder, class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=split != "train")
     if not samples:
-        raise missing(f"images in {folder}", [folder], f"Supported extensions: {', '.join(IMG_EXTENSIONS)}")
+        raise missing(f"images in {folder}", [folder], f"supported extensions: {', '.join(IMG_EXTENSIONS)}")
     return samples

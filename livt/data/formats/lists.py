@@ -11,7 +11,7 @@ def read_list(path: str | Path, root: str | Path) -> list[tuple[str, int]]:
     """``(absolute path, label)`` samples of a list file; image paths are relative to ``root``."""
     path = Path(path)
     if not path.is_file():
-        raise missing(f"list file {path.name}", [path.parent], "Pass its location with the *_list option.")
+        raise missing(f"list file {path.name}", [path.parent], "pass its location with the *_list option")
     samples = []
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):

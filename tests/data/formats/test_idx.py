@@ -24,13 +24,12 @@ def test_rejects_bad_magic_and_truncated_files(tmp_path):
         read_idx(path)
 
 
-def test_search_order(tmp_path, monkeypatch):
+def test_the_first_root_given_is_the_only_place_searched(tmp_path, monkeypatch):
     monkeypatch.setenv("LIVT_DATA_ROOT", str(tmp_path / "env"))
-    dirs = fashion_mnist_dirs(tmp_path / "root")
-    assert dirs[:4] == [
+    assert fashion_mnist_dirs(tmp_path / "root") == [
         tmp_path / "root",
         tmp_path / "root" / "FashionMNIST" / "raw",
-        tmp_path / "env",
-        tmp_path / "env" / "FashionMNIST" / "raw",
     ]
-    assert str(dirs[4]) == "/usr/share/datasets/fashion-mnist"
+    assert fashion_mnist_dirs(None) == [tmp_path / "env", tmp_path / "env" / "FashionMNIST" / "raw"]
+    monkeypatch.delenv("LIVT_DATA_ROOT")
+    assert [str(d) for d in fashion_mnist_dirs(None)] == ["/usr/share/datasets/fashion-mnist"]
