@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from serving.conftest import CLASSES, image_bytes
 
 from livt import Predictor
 from livt.predict.cli import main
 from livt.prior import resolve_prior
+
+from ..serving.conftest import CLASSES, image_bytes
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,12 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from serving.conftest import CLASSES, image_bytes
 
 from livt import Predictor
 from livt.prior import PriorError
 from livt.serving.preprocess import ImageError
+
+from ..serving.conftest import CLASSES, image_bytes
 
 
 @pytest.fixture(scope="module")
