@@ -85,11 +85,20 @@ if [[ ! -s $tarball ]]; then
     trap - EXIT
 fi
 
-echo "== docker import $tarball as $tag"
-"$docker" import \
-    --change 'ENV PATH=/opt/python/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'ENV LANG=C.UTF-8' \
-    --change 'CMD ["python3"]' \
-    --message "debootstrap --variant=minbase $suite + python3, python3-venv, ca-certificates" \
-    "$tarball" "$tag" >/dev/null
+# Every `docker import` makes a new image, and with it a new cache key for every layer built on it:
+# import again only when the tarball is not the one the tag was made from.
+rootfs_sha=$(sha256sum "$tarball" | cut -d' ' -f1)
+imported=$("$docker" image inspect --format '{{index .Config.Labels "livt.rootfs.sha256"}}' "$tag" 2>/dev/null || true)
+if [[ $imported == "$rootfs_sha" ]]; then
+    echo "== $tag is already $tarball"
+else
+    echo "== docker import $tarball as $tag"
+    "$docker" import \
+        --change 'ENV PATH=/opt/python/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change 'ENV LANG=C.UTF-8' \
+        --change "LABEL livt.rootfs.sha256=$rootfs_sha" \
+        --change 'CMD ["python3"]' \
+        --message "debootstrap --variant=minbase $suite + python3, python3-venv, ca-certificates" \
+        "$tarball" "$tag" >/dev/null
+fi
 echo "base image $tag: $("$docker" image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1 / 1e6}')"
