@@ -5,6 +5,7 @@
 # Python and platform, not this host's: by default CPython 3.11 on x86_64 glibc 2.36, which is
 # Debian bookworm's python3 (the offline base) and python:3.11-slim's. Another base needs
 # WHEELHOUSE_PYTHON (e.g. 3.12), WHEELHOUSE_GLIBC (e.g. 2.39) or WHEELHOUSE_ARCH (e.g. aarch64).
+# WHEELHOUSE_GPU=1: the GPU image's lock (onnxruntime-gpu, about 250 MB more) instead of the CPU one.
 # Uses the pip of $PYTHON (default python3) and its configuration (index, proxy).
 set -euo pipefail
 
@@ -28,8 +29,11 @@ if [[ $arch == x86_64 || $arch == i686 ]]; then
     for ((minor = 16; minor >= 5; minor--)); do platforms+=(--platform "manylinux_2_${minor}_${arch}"); done
 fi
 
+serve_lock=$repo/docker/requirements-serve.lock
+if [[ ${WHEELHOUSE_GPU:-0} == 1 ]]; then serve_lock=$repo/docker/requirements-gpu.lock; fi
+
 mkdir -p "$dir"
 "$python" -m pip download --quiet --disable-pip-version-check --require-hashes --only-binary=:all: \
     --python-version "$py_version" --implementation cp --abi "cp${py_version/./}" "${platforms[@]}" \
-    -r "$repo/docker/requirements-serve.lock" -r "$repo/docker/requirements-build.lock" -d "$dir"
+    -r "$serve_lock" -r "$repo/docker/requirements-build.lock" -d "$dir"
 echo "wheelhouse: $(find "$dir" -name '*.whl' | wc -l) wheels, $(du -sh "$dir" | cut -f1) in $dir"

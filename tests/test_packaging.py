@@ -1,6 +1,7 @@
-"""The serving image installs ``docker/requirements-serve.lock`` (the ``serve`` extra, pinned and
-hashed, without the core's torch) and builds the package with ``docker/requirements-build.lock``
-(``build-system.requires``): the locks must not drift from pyproject.toml.
+"""The CPU image installs ``docker/requirements-serve.lock`` (the ``serve`` extra, pinned and hashed,
+without the core's torch), the GPU image ``docker/requirements-gpu.lock`` (the same with
+onnxruntime-gpu), and both build the package with ``docker/requirements-build.lock``
+(``build-system.requires``): the locks must not drift from pyproject.toml or from each other.
 Regenerate them with ``python scripts/lock_serve.py``."""
 
 from __future__ import annotations
@@ -77,6 +78,27 @@ def test_build_lock_matches_build_system_requires():
     _check_lock("requirements-build.lock", "build-system.in", PYPROJECT["build-system"]["requires"])
 
 
+def test_gpu_lock_is_the_serve_lock_with_onnxruntime_gpu():
+    serve = PYPROJECT["project"]["optional-dependencies"]["serve"]
+    gpu_extra = [
+        r.replace("onnxruntime", "onnxruntime-gpu", 1) if r.startswith("onnxruntime") else r for r in serve
+    ]
+    _check_lock("requirements-gpu.lock", "serve-extra-gpu.in", gpu_extra)
+    cpu = {
+        n: e["version"]
+        for n, e in parse_lock((ROOT / "docker" / "requirements-serve.lock").read_text()).items()
+    }
+    gpu = {
+        n: e["version"]
+        for n, e in parse_lock((ROOT / "docker" / "requirements-gpu.lock").read_text()).items()
+    }
+    assert "onnxruntime" not in gpu and "onnxruntime-gpu" not in cpu
+    cpu.pop("onnxruntime"), gpu.pop("onnxruntime-gpu")
+    assert gpu == cpu, (
+        "the GPU lock's other pins differ from the serve lock's: run python scripts/lock_serve.py"
+    )
+
+
 def test_lock_check_catches_a_drifted_extra():
     requirements = PYPROJECT["project"]["optional-dependencies"]["serve"]
     with pytest.raises(AssertionError, match="missing"):
@@ -86,16 +108,20 @@ def test_lock_check_catches_a_drifted_extra():
         _check_lock("requirements-serve.lock", "serve-extra.in", raised)
 
 
-def test_serve_extra_and_lock_carry_no_torch():
+def test_serve_extra_and_locks_carry_no_torch():
     extras = PYPROJECT["project"]["optional-dependencies"]
-    lock = parse_lock((ROOT / "docker" / "requirements-serve.lock").read_text())
     heavy = {"torch", "torchvision", "timm"}
     assert not heavy & {canonicalize_name(Requirement(r).name) for r in extras["serve"]}
-    assert not heavy & set(lock)
+    for lock in ("requirements-serve.lock", "requirements-gpu.lock"):
+        assert not heavy & set(parse_lock((ROOT / "docker" / lock).read_text())), lock
 
 
 def test_images_install_the_locks():
-    for dockerfile in ("Dockerfile", "Dockerfile.gpu"):
+    for dockerfile, lock in (
+        ("Dockerfile", "requirements-serve.lock"),
+        ("Dockerfile.gpu", "requirements-gpu.lock"),
+    ):
         text = (ROOT / "docker" / dockerfile).read_text()
-        assert "--require-hashes" in text and "requirements-serve.lock" in text, dockerfile
+        assert "--require-hashes" in text and f"/{lock}" in text, dockerfile
         assert "requirements-build.lock" in text and "--no-build-isolation" in text, dockerfile
+        assert f"!docker/{lock}" in (ROOT / ".dockerignore").read_text()
