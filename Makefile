@@ -10,7 +10,7 @@ TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 RUNS ?= runs
 
-.PHONY: install data demo test lint pytest serve-check study bench clean
+.PHONY: install data demo test lint pytest serve-artifact serve-check docker-check lock study bench bench-docker clean
 
 install: $(VENV)/.installed
 
@@ -42,16 +42,29 @@ lint: install
 pytest: install
 	$(VENV)/bin/pytest -q
 
-# The serving image's exact install and entry command, in a fresh virtualenv without torch,
-# against an artifact made the way users make one (a tiny synthetic run, then livt-export).
+# An artifact made the way users make one (a tiny synthetic run, then livt-export), made once per
+# `make` run for serve-check and docker-check both.
 SERVE_CHECK := build/serve-check
-serve-check: install
+ARTIFACT := $(SERVE_CHECK)/model.onnx
+serve-artifact: install
 	rm -rf $(SERVE_CHECK)
 	$(VENV)/bin/livt-train finetune --recipe synthetic-tiny --from-scratch --epochs 2 --quiet --out $(SERVE_CHECK)/run
-	$(VENV)/bin/livt-export --run $(SERVE_CHECK)/run --out $(SERVE_CHECK)/model.onnx
-	bash docker/ci-serve-check.sh $(SERVE_CHECK)/model.onnx
+	$(VENV)/bin/livt-export --run $(SERVE_CHECK)/run --out $(ARTIFACT)
 
-test: lint serve-check pytest
+# The serving image's install and entry command in a fresh virtualenv without torch (no Docker needed).
+serve-check: serve-artifact
+	bash docker/ci-serve-check.sh $(ARTIFACT)
+
+# The CPU image built offline from nothing (Debian base + wheelhouse), run and checked: installs
+# Docker and starts a daemon when needed (as root), see docker/docker-check.sh.
+docker-check: serve-artifact
+	PYTHON=$(abspath $(PY)) bash docker/docker-check.sh $(ARTIFACT)
+
+test: lint serve-check docker-check pytest
+
+# Regenerate docker/requirements-*.lock after changing the serve extra or build-system.requires.
+lock: install
+	$(PY) scripts/lock_serve.py
 
 # The ablations of docs/results.md. On a GPU machine add, e.g., JOBS=8 ARGS="--device cuda --workers 3".
 JOBS ?= 1
@@ -66,6 +79,10 @@ bench: install
 	$(PY) benchmarks/bench_train.py $(FMNIST_VIT) --batch-size 256 --steps 10 --precision bf16
 	$(PY) benchmarks/bench_infer.py --run $(RUNS)/fmnist/finetune --out $(RUNS)/bench/infer.json
 	$(PY) benchmarks/bench_serve.py --model $(RUNS)/fmnist/export/model.onnx
+
+# The image (make docker-check builds it) against the same server on this host, interleaved.
+bench-docker: install
+	$(PY) benchmarks/bench_docker.py --image livt-serve:check --model $(RUNS)/fmnist/export/model.onnx
 
 clean:
 	rm -rf $(RUNS) .pytest_cache .ruff_cache

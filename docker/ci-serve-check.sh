@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Check the serving image's install and entry command without Docker:
 #   docker/ci-serve-check.sh ARTIFACT.onnx [PORT]
-# Creates a fresh virtualenv WITHOUT torch, installs exactly as docker/Dockerfile does, starts the
-# image's entry command against ARTIFACT, checks /v2/health/ready and one /v1/predict, stops it.
+# Creates a fresh virtualenv WITHOUT torch, installs what docker/Dockerfile installs (the locked,
+# hash-checked serve dependencies, then the package with --no-deps), starts the image's entry
+# command against ARTIFACT, checks /v2/health/ready and one /v1/predict, stops it. `make
+# docker-check` does the same and more in the image itself; this one needs no Docker.
 set -euo pipefail
 
 artifact=$(realpath "${1:?usage: $0 ARTIFACT.onnx [PORT]}")
@@ -24,28 +26,33 @@ trap cleanup EXIT
 echo "== venv in $work (no torch)"
 "$python" -m venv "$work/venv"
 venv="$work/venv/bin"
-"$venv/pip" install --quiet --disable-pip-version-check -r "$repo/docker/requirements-serve.txt"
+"$venv/pip" install --quiet --disable-pip-version-check --require-hashes -r "$repo/docker/requirements-serve.lock"
 # Install from a copy of the image's build context, exactly what .dockerignore lets in: pip builds
 # in place, so installing "$repo" itself could pick up a stale build/ (modules deleted since) or
 # files the image never sees.
 src="$work/src"
-mkdir -p "$src/docker"
-for file in pyproject.toml README.md LICENSE; do
-    if [[ -e "$repo/$file" ]]; then cp "$repo/$file" "$src/"; fi
-done
-cp "$repo/docker/requirements-serve.txt" "$src/docker/"
+mkdir -p "$src"
+cp "$repo/pyproject.toml" "$repo/README.md" "$src/"
 tar -C "$repo" --exclude=__pycache__ --exclude='*.pyc' -cf - livt | tar -C "$src" -xf -
 "$venv/pip" install --quiet --disable-pip-version-check --no-deps "$src"
 "$venv/python" -c "import importlib.util as u, livt.serving; assert u.find_spec('torch') is None, 'torch is installed'"
 
 echo "== livt-serve on port $port"
-# The Dockerfile's ENTRYPOINT, with the port moved so CI can run several checks at once.
-LIVT_MODEL="$artifact" "$venv/livt-serve" --host 0.0.0.0 --port "$port" >"$work/serve.log" 2>&1 &
+# The Dockerfile's ENTRYPOINT and environment, with the port moved so CI can run several checks at once.
+LIVT_MODEL="$artifact" LIVT_HOST=0.0.0.0 LIVT_PORT="$port" "$venv/livt-serve" >"$work/serve.log" 2>&1 &
 server_pid=$!
 
-# The Dockerfile's HEALTHCHECK, retried while the server starts.
+# The Dockerfile's HEALTHCHECK command (read from it), retried while the server starts.
+healthcheck=$("$venv/python" - "$repo/docker/Dockerfile" <<'PY'
+import json, re, sys
+
+text = open(sys.argv[1]).read()
+print(json.loads(re.search(r"HEALTHCHECK[^\n]*\\\n\s*CMD (\[.*\])", text).group(1))[2])
+PY
+)
+export LIVT_PORT=$port
 for _ in $(seq 60); do
-    if "$venv/python" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$port/v2/health/ready', timeout=2)" 2>/dev/null; then
+    if "$venv/python" -c "$healthcheck" 2>/dev/null; then
         break
     fi
     if ! kill -0 "$server_pid" 2>/dev/null; then
@@ -53,7 +60,7 @@ for _ in $(seq 60); do
     fi
     sleep 1
 done
-"$venv/python" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$port/v2/health/ready', timeout=2)"
+"$venv/python" -c "$healthcheck"
 echo "ready"
 
 "$venv/python" - "$port" <<'PY'

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from pydantic import ValidationError
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    _exit_cleanly_on_stop_signals()
     print(
         f"livt-serve: {settings.model} at http://{settings.host}:{settings.port}/ (API docs at /docs)",
         flush=True,
@@ -104,6 +106,23 @@ def main(argv: list[str] | None = None) -> int:
         log_config=None,  # keep the root logger's format for uvicorn's lines too
     )
     return 0
+
+
+def _exit_cleanly_on_stop_signals() -> None:
+    """Make SIGTERM and SIGINT end the process with exit code 0 once uvicorn has shut down gracefully.
+
+    uvicorn handles both while it serves (stop accepting, finish the requests in flight, run the
+    lifespan's shutdown), then restores the handlers it found and raises the signal again, which
+    by default kills the process (SIGTERM: exit code 143, what `docker stop` and Kubernetes report as
+    a failure; SIGINT: a KeyboardInterrupt traceback). The handlers it finds are these: a stop that
+    was asked for and carried out is a normal exit. A signal before uvicorn takes over stops at once.
+    """
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -58,3 +59,26 @@ def test_access_log_is_off_unless_asked_for(artifact: Path, flag: list[str]):
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert ('"POST /v1/predict HTTP/1.1" 200' in err) == bool(flag), err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_is_a_graceful_exit_0(artifact: Path, sig: signal.Signals):
+    # docker stop sends SIGTERM and reports the exit code: 143 would read as a crash.
+    port = free_port()
+    cmd = [sys.executable, "-m", "livt.serving.cli", "--model", str(artifact), "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/v2/health/ready")
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, "livt-serve did not start"
+                time.sleep(0.1)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "Application shutdown complete" in err and "Traceback" not in err, err
