@@ -26,7 +26,7 @@ RUNTIME_FIELDS = ("out", "workers", "device", "compile")
 _OUTPUTS = (CONFIG_FILE, LOG_FILE, HISTORY_FILE, "metrics.json", "checkpoints", "plots")
 
 
-def prepare_run_dir(cfg: TrainConfig, *, resume: bool, overwrite: bool, is_main: bool = True) -> Path:
+def prepare_run_dir(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> Path:
     """Check the run folder against ``cfg``, make sure it is writable and write ``config.yaml``.
 
     Raises:
@@ -50,7 +50,7 @@ def prepare_run_dir(cfg: TrainConfig, *, resume: bool, overwrite: bool, is_main:
             raise ConfigError(
                 f"{run_dir} already holds {what}; pass --resume to continue it or --overwrite to replace it"
             )
-        if overwrite and is_main:
+        if overwrite:
             for name in _OUTPUTS:
                 path = run_dir / name
                 if path.is_dir():
@@ -59,9 +59,8 @@ def prepare_run_dir(cfg: TrainConfig, *, resume: bool, overwrite: bool, is_main:
                     path.unlink(missing_ok=True)
     elif resume:
         raise ConfigError(f"nothing to resume: {run_dir} holds no {CONFIG_FILE}")
-    if is_main:
-        check_writable(run_dir)
-        atomic_write_text(saved, config_to_yaml(cfg))
+    check_writable(run_dir)
+    atomic_write_text(saved, config_to_yaml(cfg))
     return run_dir
 
 

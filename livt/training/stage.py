@@ -28,7 +28,7 @@ from livt.training.checkpoint import (
     save_checkpoint,
 )
 from livt.training.config import ConfigError, TrainConfig
-from livt.training.distributed import DistEnv, all_gather_objects, init_distributed, unwrap
+from livt.training.distributed import DistEnv, all_gather_objects, barrier, init_distributed, unwrap
 from livt.training.rundir import log_to_file, prepare_run_dir, truncate_history
 
 _logger = logging.getLogger(__name__)
@@ -151,7 +151,12 @@ def run_stage(
 ) -> Path:
     """Set up the process group and run folder, then ``body(cfg, run_dir, env, ...)`` with its log."""
     env = init_distributed(cfg.device)
-    run_dir = prepare_run_dir(cfg, resume=resume_run, overwrite=overwrite, is_main=env.is_main)
+    # Rank 0 alone checks and writes the folder, then the others follow: a rank that looked after
+    # rank 0 had written config.yaml would find "a run already there" and stop.
+    run_dir = Path(cfg.out)
+    if env.is_main:
+        run_dir = prepare_run_dir(cfg, resume=resume_run, overwrite=overwrite)
+    barrier(env)
     with log_to_file(run_dir, env.is_main):
         body(cfg, run_dir, env, resume_run=resume_run, progress=progress)
     return run_dir
