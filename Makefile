@@ -66,7 +66,8 @@ test: lint serve-check docker-check pytest
 lock: install
 	$(PY) scripts/lock_serve.py
 
-# The ablations of docs/results.md. On a GPU machine add, e.g., JOBS=8 ARGS="--device cuda --workers 3".
+# The paper's claims, 3 seeds a cell, IF 100 and 1000 -> docs/study.md (hours on 2 cores; finished runs,
+# also those archived in docs/study/runs, are reused). On a GPU machine: JOBS=8 ARGS="--device cuda".
 JOBS ?= 1
 study: install data
 	$(PY) benchmarks/study.py --runs $(RUNS)/study --jobs $(JOBS) $(ARGS)

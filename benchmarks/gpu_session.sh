@@ -3,7 +3,7 @@
 # docs/performance.md and docs/results.md were made):
 #   1. ViT-B/16 training throughput and model-FLOP utilisation (bf16),
 #   2. the Fashion-MNIST-LT recipe sweep, ranked on val (benchmarks/sweep.py),
-#   3. the study with the chosen recipe, reusing the chosen MGP run (benchmarks/study.py).
+#   3. the study (benchmarks/study.py) with the chosen recipe for IF 100, archived into $OUT.
 # Small models leave a GPU mostly idle, so sweep and study run JOBS trainings side by side with
 # WORKERS loader processes each (JOBS x (WORKERS + 1) should not exceed the CPU cores).
 #
@@ -41,11 +41,10 @@ timeout "$SWEEP_S" $PY benchmarks/sweep.py --grid "$GRID" --runs "$RUNS/sweep" -
   >"$OUT/sweep.log" 2>&1 ||
   { log "sweep failed"; exit 1; }
 cp "$RUNS/best.yaml" "$OUT/best.yaml"
-mgp=$($PY -c "import json, sys; print(json.load(open(sys.argv[1]))['best']['pretrain_variant'] or '')" "$OUT/sweep.json")
-log "chosen: $(head -1 "$RUNS/best.yaml"); MGP run: ${mgp:-none}"
-if [ -n "$mgp" ] && [ ! -e "$RUNS/study/mgp" ]; then cp -r "$RUNS/sweep/$mgp" "$RUNS/study/mgp"; fi
+log "chosen: $(head -1 "$RUNS/best.yaml")"
 
 log "study"
-timeout "$STUDY_S" $PY benchmarks/study.py --recipe "$RUNS/best.yaml" --runs "$RUNS/study" --jobs "$JOBS" --workers "$WORKERS" \
-  --device "$DEVICE" --precision fp32 --quiet --results "$RUNS/results/results.md" >"$OUT/study.log" 2>&1 ||
+timeout "$STUDY_S" $PY benchmarks/study.py --recipe "if100=$RUNS/best.yaml" --runs "$RUNS/study" --jobs "$JOBS" \
+  --workers "$WORKERS" --device "$DEVICE" --precision fp32 --archive "$OUT/study-archive" \
+  --results "$RUNS/results/study.md" >"$OUT/study.log" 2>&1 ||
   log "study failed"

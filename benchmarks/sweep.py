@@ -31,11 +31,10 @@ from livt.training.config import (
     PRECISIONS,
     ConfigError,
     build_config,
-    load_run_config,
     recipe_path,
 )
 from livt.training.metrics import tail_accuracy
-from livt.training.rundir import RUNTIME_FIELDS, read_history, run_state
+from livt.training.rundir import check_reusable, read_history, run_state
 
 _GRID_KEYS = {"recipe", "pretrain", "finetune", "not_chosen"}
 
@@ -102,13 +101,7 @@ def run(grid: dict[str, Any], runs: Path, runtime: dict[str, Any], jobs: int) ->
         if run_state(stage, run_dir) != "done":
             todo.append((stage, name, overrides))
             continue
-        wanted = build_config(stage, recipe=grid["recipe"], overrides=overrides)
-        diffs = load_run_config(run_dir).differences(wanted, RUNTIME_FIELDS)
-        if diffs:
-            raise SweepError(
-                f"{run_dir} holds a finished run with another config ({'; '.join(diffs)}); "
-                "delete it or choose another --runs folder"
-            )
+        check_reusable(stage, run_dir, grid["recipe"], overrides)
         print(f"  reuse   {run_dir}", flush=True)
     position = {name: i for i, (_, name, _) in enumerate(todo)}
     commands = []

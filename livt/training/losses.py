@@ -9,7 +9,8 @@ and the matching index target give the same loss.
 
 The balanced losses (``bal-bce``, ``bal-ce``) add the training prior to the logits only inside the
 loss: the model's raw logits are the balanced predictions. ``logit_bias`` is exactly
-``livt.prior.prior_offset(pi_train, name, tau)``, the offset export folds in for ``prior="train"``.
+``livt.prior.prior_offset(pi_train, name, tau, rule="loss")``, the offset export folds in for
+``prior="train"`` under ``--prior-rule loss`` (the default rule, Bayes', folds ``log pi`` instead).
 """
 
 from __future__ import annotations

@@ -129,3 +129,19 @@ def run_state(stage: str, run_dir: Path) -> str:
     if stage == "pretrain" and meta["epoch"] + 1 >= load_run_config(run_dir).epochs:
         return "done"
     return "partial"
+
+
+def check_reusable(stage: str, run_dir: Path, recipe: str | Path, overrides: dict[str, Any]) -> None:
+    """A finished run is reused only when its config is the one asked for; ``ConfigError`` otherwise.
+
+    For the runners that build many runs from one recipe (benchmarks/study.py, benchmarks/sweep.py).
+    """
+    from livt.training.config import build_config
+
+    wanted = build_config(stage, recipe=recipe, overrides=overrides)
+    diffs = load_run_config(run_dir).differences(wanted, RUNTIME_FIELDS)
+    if diffs:
+        raise ConfigError(
+            f"{run_dir} holds a finished run with another config ({'; '.join(diffs)}); "
+            "delete it or choose another --runs folder"
+        )
