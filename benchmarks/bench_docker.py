@@ -29,17 +29,17 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from bench_serve import _reference as reference
 from bench_serve import http_level, request_bytes
+
+from livt.serving.process import ServerProcess, free_port, is_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 LABEL = "livt.bench-docker"
@@ -55,20 +55,6 @@ def docker(*args: str, timeout: float = 600) -> str:
     if proc.returncode != 0:
         raise SystemExit(f"bench_docker: docker {' '.join(args[:3])} ... failed: {proc.stderr.strip()}")
     return proc.stdout.strip()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as res:
-            return res.status == 200
-    except OSError:
-        return False
 
 
 def wait(predicate, what: str, timeout: float = 120) -> float:
@@ -127,7 +113,7 @@ def startup_times(image: str, model_dir: Path, starts: int) -> dict:
         begin = time.monotonic()
         cid = run_container(image, model_dir, port)
         try:
-            wait(lambda port=port: ready(f"http://127.0.0.1:{port}"), "ready")
+            wait(lambda port=port: is_ready(f"http://127.0.0.1:{port}"), "ready")
             to_ready.append(time.monotonic() - begin)
             wait(lambda cid=cid: health(cid) == "healthy", "healthy")
             to_healthy.append(time.monotonic() - begin)
@@ -181,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     image, _, expected_top1 = reference(model, None)
     sides: dict[str, tuple[str, int]] = {}  # name -> (url, server pid)
     report["versions"] = {}
-    hosts: list[subprocess.Popen] = []
+    hosts: list[ServerProcess] = []
     cids: list[str] = []
     try:
         for variant in ["", *args.container_variant]:
@@ -190,21 +176,18 @@ def main(argv: list[str] | None = None) -> int:
             cids.append(run_container(args.image, model.parent, port, tuple(shlex.split(variant))))
             pid = int(docker("inspect", "-f", "{{.State.Pid}}", cids[-1]))
             sides[name] = (f"http://127.0.0.1:{port}", pid)
-            wait(lambda name=name: ready(sides[name][0]), f"{name}'s readiness")
+            wait(lambda name=name: is_ready(sides[name][0]), f"{name}'s readiness")
         report["versions"]["container"] = json.loads(docker("exec", cids[0], "python", "-c", VERSIONS))
         for i, python in enumerate(host_pythons):
             name = "host" if len(host_pythons) == 1 else f"host{i + 1}"
-            port = free_port()
-            log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (open while the server runs)
-            cmd = [str(python), "-m", "livt.serving.cli", "--model", str(model), "--port", str(port)]
-            proc = subprocess.Popen([*cmd, "--log-level", "warning"], stdout=log, stderr=log)
-            hosts.append(proc)
-            url = f"http://127.0.0.1:{port}"
-            wait(lambda url=url, proc=proc: ready(url) or proc.poll() is not None, f"{name}'s readiness")
-            if proc.poll() is not None:
-                log.seek(0)
-                raise SystemExit(f"bench_docker: livt-serve of {python} exited: {log.read().strip()}")
-            sides[name] = (url, proc.pid)
+            try:
+                server = ServerProcess(
+                    model, ["--log-level", "warning"], python=python, start_timeout_s=120
+                ).start()
+            except RuntimeError as exc:
+                raise SystemExit(f"bench_docker: livt-serve of {python}: {exc}") from exc
+            hosts.append(server)
+            sides[name] = (server.url, server.pid)
             versions = json.loads(subprocess.check_output([str(python), "-c", VERSIONS], text=True))
             report["versions"][name] = {"interpreter": str(python), **versions}
         rounds = []
@@ -220,9 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for cid in cids:
             docker("rm", "-f", "-v", cid)
-        for proc in hosts:
-            proc.terminate()
-            proc.wait(timeout=30)
+        for server in hosts:
+            server.stop()
 
     def median(side: str, c: int, key: str) -> float:
         return statistics.median(x[key] for x in rounds if x["side"] == side and x["concurrency"] == c)

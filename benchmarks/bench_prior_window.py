@@ -18,7 +18,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from bench_serve import _reference, _start_server, http_level, request_bytes
+from bench_serve import _reference, http_level, request_bytes
+
+from livt.serving.process import ServerProcess
 
 CONFIGS = {
     "bare": ["--prior-window", "0", "--metrics-max-classes", "0"],
@@ -38,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     image, _, expected_top1 = _reference(args.model, None)
-    servers = {name: _start_server(args.model, flags) for name, flags in CONFIGS.items()}
+    servers = {
+        name: ServerProcess(args.model, ["--log-level", "warning", *flags]).start()
+        for name, flags in CONFIGS.items()
+    }
     rates: dict[str, list[float]] = {name: [] for name in CONFIGS}
     p50: dict[str, list[float]] = {name: [] for name in CONFIGS}
     try:
@@ -51,9 +56,8 @@ def main(argv: list[str] | None = None) -> int:
                 rates[name].append(level["requests_per_s"])
                 p50[name].append(level["p50_ms"])
     finally:
-        for proc, _ in servers.values():
-            proc.terminate()
-            proc.wait(timeout=30)
+        for server in servers.values():
+            server.stop()
     median = {name: statistics.median(v) for name, v in rates.items()}
     report = {
         "model": str(args.model),

@@ -27,11 +27,8 @@ import gzip
 import io
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -44,6 +41,7 @@ from PIL import Image
 
 from livt.serving.artifact import ArtifactInfo, parse_metadata
 from livt.serving.preprocess import preprocess_bytes
+from livt.serving.process import ServerProcess
 
 FASHION_MNIST_TEST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 PREDICT = "/v1/predict"
@@ -342,23 +340,22 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _raw_ort(model: Path, x1: np.ndarray, batch: int, seconds: float) -> dict:
+    """ONNX Runtime alone on ``batch`` copies of the image, for about ``seconds``."""
     import onnxruntime as ort
+
+    from livt.export.bench import time_callable
 
     session = ort.InferenceSession(str(model), providers=ort.get_available_providers())
     x = np.repeat(x1[None], batch, axis=0)
-    for _ in range(3):
-        session.run(None, {"input": x})
-    times = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(times) < 5:
-        start = time.perf_counter()
-        session.run(None, {"input": x})
-        times.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    session.run(None, {"input": x})
+    iters = max(5, int(seconds / max(time.perf_counter() - start, 1e-6)))
+    timing = time_callable(lambda: session.run(None, {"input": x}), batch_size=batch, iters=iters)
     return {
         "batch": batch,
-        "images_per_s": batch * len(times) / sum(times),
-        "p50_ms": _percentile(times, 50) * 1e3,
-        "p99_ms": _percentile(times, 99) * 1e3,
+        "images_per_s": timing["throughput"],
+        "p50_ms": timing["p50_ms"],
+        "p99_ms": timing["p99_ms"],
     }
 
 
@@ -372,40 +369,6 @@ def _reference(model: Path, path: Path | None) -> tuple[BenchImage, np.ndarray, 
     x = preprocess_bytes(image.data, info.preprocess, max_pixels=10**8)
     _, probabilities = session.run(["logits", "probabilities"], {"input": x[None]})
     return image, x, int(np.argmax(probabilities[0]))
-
-
-def _start_server(model: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [
-        sys.executable,
-        "-m",
-        "livt.serving.cli",
-        "--model",
-        str(model),
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        *extra,
-    ]
-    # The server's log goes to a file: a pipe nobody drains would block the server once full
-    # (with --access-log, after a few hundred requests).
-    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (open while the server runs)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        if proc.poll() is not None:
-            log.seek(0)
-            raise SystemExit(f"livt-serve exited: {log.read().strip()}")
-        try:
-            urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1)
-            return proc, url
-        except OSError:
-            time.sleep(0.1)
-    proc.terminate()
-    raise SystemExit("livt-serve did not become ready in 60 s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -428,10 +391,11 @@ def main(argv: list[str] | None = None) -> int:
 
     image, x1, expected_top1 = _reference(args.model, args.image)
     headers = {"X-API-Key": os.environ["LIVT_API_KEY"]} if os.environ.get("LIVT_API_KEY") else {}
-    proc = None
+    server = None
     url = args.url
     if url is None:
-        proc, url = _start_server(args.model, args.server_arg)
+        server = ServerProcess(args.model, ["--log-level", "warning", *args.server_arg]).start()
+        url = server.url
     http: dict[str, list[dict]] = {}
     try:
         for body in args.body:
@@ -444,15 +408,14 @@ def main(argv: list[str] | None = None) -> int:
                     c,
                     args.requests,
                     expected_top1,
-                    proc.pid if proc else None,
+                    server.pid if server else None,
                     headers,
                 )
                 for c in args.concurrency
             ]
     finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=30)
+        if server is not None:
+            server.stop()
     raw = [_raw_ort(args.model, x1, b, args.seconds) for b in args.batches]
     report = {
         "model": str(args.model),

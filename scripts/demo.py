@@ -11,15 +11,15 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
 from livt.data import build_dataset
+from livt.serving.process import ServerProcess
+from livt.training.rundir import run_state
 
 BIN = Path(sys.executable).parent
 RECIPE = "fashion-mnist-lt"
@@ -36,7 +36,7 @@ def main() -> int:
     started = time.monotonic()
 
     stage("1/5 masked generative pretraining (MGP)")
-    if not _finished(pretrain):
+    if run_state("pretrain", pretrain) != "done":
         train("pretrain", "--out", pretrain, *_resume_flag(pretrain))
     stage("2/5 balanced fine-tuning (Bal-BCE), then the test set once")
     if not (finetune / "metrics.json").is_file():
@@ -106,17 +106,6 @@ def _resume_flag(run_dir: Path) -> list[str]:
     return ["--resume"] if (run_dir / "config.yaml").is_file() else []
 
 
-def _finished(run_dir: Path) -> bool:
-    """An MGP run whose last checkpoint is its final epoch."""
-    meta, config = run_dir / "checkpoints" / "last" / "meta.json", run_dir / "config.yaml"
-    if not (meta.is_file() and config.is_file()):
-        return False
-    import yaml
-
-    epochs = yaml.safe_load(config.read_text())["epochs"]
-    return json.loads(meta.read_text())["epoch"] + 1 >= epochs
-
-
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -142,42 +131,17 @@ def write_samples(folder: Path, per_class: int) -> list[tuple[Path, str]]:
 
 
 def serve_and_predict(model: Path, samples: list[tuple[Path, str]]) -> list[tuple[Path, str, str, float]]:
-    port = _free_port()
-    cmd = [str(BIN / "livt-serve"), "--model", str(model), "--port", str(port), "--log-level", "warning"]
-    print(f"$ {' '.join(cmd)}", flush=True)
     # The demo talks to its own loopback server: no API key.
     env = {k: v for k, v in os.environ.items() if k != "LIVT_API_KEY"}
-    server = subprocess.Popen(cmd, env=env)
-    try:
-        _wait_ready(port, server)
+    server = ServerProcess(model, ["--log-level", "warning"], python=sys.executable, env=env)
+    print(f"$ {BIN / 'livt-serve'} --model {model} --port {server.port} --log-level warning", flush=True)
+    with server:
         rows = []
         for path, true in samples:
-            answer = _post_image(port, path)
+            answer = _post_image(server.port, path)
             best = answer["predictions"][0]["top_k"][0]
             rows.append((path, true, best["label"], best["probability"]))
         return rows
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(port: int, server: subprocess.Popen, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"livt-serve exited with status {server.returncode} during start-up")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2):
-                return
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.3)
-    raise SystemExit(f"livt-serve was not ready after {timeout_s:.0f} s")
 
 
 def _post_image(port: int, path: Path) -> dict:

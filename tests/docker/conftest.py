@@ -15,17 +15,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from livt.serving.process import ServerProcess, free_port, is_ready
 
 DOCKER = os.environ.get("DOCKER", "docker")
 # docker-check.sh removes whatever carries this label, should a test be killed before its cleanup.
@@ -38,20 +36,6 @@ def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
     if check and proc.returncode != 0:
         pytest.fail(f"docker {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}")
     return proc
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def http_ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as res:
-            return res.status == 200
-    except (OSError, urllib.error.URLError):
-        return False
 
 
 @dataclass
@@ -74,7 +58,7 @@ class Container:
     def wait_ready(self, timeout: float = 60) -> float:
         """Seconds from ``docker run`` until /v2/health/ready answers 200."""
         deadline = time.monotonic() + timeout
-        while not http_ready(self.url):
+        while not is_ready(self.url):
             state = self.inspect()["State"]
             if not state["Running"]:
                 pytest.fail(f"the container exited ({state['ExitCode']}) during start-up:\n{self.logs()}")
@@ -190,25 +174,8 @@ def served(run_container: Callable[..., Container], artifact: Path) -> Container
 @pytest.fixture(scope="module")
 def host_server(artifact: Path) -> Iterator[str]:
     """``livt-serve`` on this host, on the same artifact: the reference for the container's answers."""
-    port = free_port()
-    exe = Path(sys.executable).parent / "livt-serve"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "livt.serving.cli"]
-    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"livt-host-serve-{port}.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [*cmd, "--model", str(artifact), "--port", str(port), "--log-level", "warning"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while not http_ready(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"livt-serve on the host did not start: {log.read_text()}")
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.unlink(missing_ok=True)
+        with ServerProcess(artifact, ["--log-level", "warning"]) as server:
+            yield server.url
+    except RuntimeError as exc:
+        pytest.fail(f"livt-serve on the host did not start: {exc}")

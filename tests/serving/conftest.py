@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import threading
 import time
 import warnings
@@ -15,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from livt.serving.process import free_port
 
 CLASSES = ["ant", "bee", "cat", "dog"]
 CLASS_COUNTS = [500, 120, 30, 6]
@@ -140,12 +141,6 @@ def nan_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def batch_one_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_artifact(tmp_path_factory.mktemp("batch-one") / "model.onnx", batch_one_only=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
