@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hmac
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from fastapi import Request
 
 from livt.serving.batching import DynamicBatcher
 from livt.serving.errors import ServingError
+from livt.serving.inputs import RequestModels
 from livt.serving.metrics import ServingMetrics
 from livt.serving.model import ServedModel
 from livt.serving.settings import ServeSettings
@@ -16,12 +18,14 @@ from livt.serving.settings import ServeSettings
 
 @dataclass
 class ServingState:
-    """Created by the lifespan: one model, one batcher, one metrics registry per app."""
+    """Created by the lifespan: one model, batcher, metrics registry, request models and decoder per app."""
 
     settings: ServeSettings
     model: ServedModel
     batcher: DynamicBatcher
     metrics: ServingMetrics
+    requests: RequestModels
+    decoder: ThreadPoolExecutor
 
 
 def get_settings(request: Request) -> ServeSettings:

@@ -17,6 +17,7 @@ from livt.serving.backends import Backend, open_backend
 from livt.serving.settings import ServeSettings
 
 MODEL_PRIOR = "model"  # the prior folded into the artifact: leave the logits as they are
+REQUEST_PRIORS = (MODEL_PRIOR, "balanced", "train")  # the priors a request may name
 PriorSpec = str | Sequence[float] | None
 
 
@@ -39,6 +40,18 @@ class ServedModel:
                 f"{info.path}: model input shape {list(backend.input_shape)} does not match "
                 f"the metadata's preprocess (C, H, W) = {list(expected)}"
             )
+        # The output width is often symbolic in the graph, so one image is run to read it.
+        try:
+            outputs = backend.run(np.zeros((1, *expected), dtype=np.float32))
+        except Exception as exc:  # any backend fault: the model cannot serve
+            raise ArtifactError(f"{info.path}: the model failed on one blank image: {exc}") from exc
+        widths = sorted({out.shape[-1] if out.ndim == 2 and len(out) == 1 else -1 for out in outputs})
+        if widths != [info.num_classes]:
+            raise ArtifactError(
+                f"{info.path}: the model gives {' and '.join(map(str, widths))} logits per image (outputs of "
+                f"shapes {[list(out.shape) for out in outputs]}) but the metadata names {info.num_classes} "
+                "classes"
+            )
         self.backend = backend
         self.info = info
 
@@ -54,7 +67,7 @@ class ServedModel:
         """
         if spec is None or spec == MODEL_PRIOR:
             return self.info.prior_mode, None
-        if isinstance(spec, str) and spec not in ("balanced", "train"):
+        if isinstance(spec, str) and spec not in REQUEST_PRIORS:
             raise PriorError(f"prior must be 'model', 'balanced', 'train' or a list of numbers, got {spec!r}")
         mode, pi = resolve_prior(spec, self.info.class_counts)
         return mode, prior_offset(pi, self.info.loss, self.info.tau, self.info.num_classes)
@@ -87,7 +100,7 @@ def top_k(probabilities: np.ndarray, k: int) -> list[tuple[int, float]]:
 def load_model(settings: ServeSettings) -> ServedModel:
     """Verify, open and validate the artifact named by ``settings``; ``ArtifactError`` says why not."""
     path = settings.model
-    sha256 = verify_checksum(path, settings.sha256)
+    sha256 = verify_checksum(path, settings.sha256, required=settings.require_checksum)
     backend = open_backend(
         path,
         providers=settings.providers,
