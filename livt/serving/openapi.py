@@ -34,14 +34,15 @@ def install_openapi(app: FastAPI) -> None:
         state = app.state.serving
         if state is None:  # not started: no model, so no limits to state yet
             return spec
-        _describe_requests(spec, state.requests)
+        names = {"name": state.settings.model_name, "version": state.model.info.version}
+        _describe_requests(spec, state.requests, names)
         app.openapi_schema = spec
         return spec
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _describe_requests(spec: dict[str, Any], requests: RequestModels) -> None:
+def _describe_requests(spec: dict[str, Any], requests: RequestModels, names: dict[str, str]) -> None:
     components = spec.setdefault("components", {}).setdefault("schemas", {})
     options = _schema(requests.predict_options, components)["properties"]
     limit = requests.limits.max_images
@@ -83,6 +84,12 @@ def _describe_requests(spec: dict[str, Any], requests: RequestModels) -> None:
             "application/octet-stream": {"schema": _BINARY},
         },
     }
+    # The v2 routes serve one model: say which name and version, so a client (or a fuzzer) can know.
+    for path, methods in spec["paths"].items():
+        for operation in methods.values() if path.startswith("/v2/models/") else ():
+            for param in operation.get("parameters", ()):
+                if param["in"] == "path" and param["name"] in names:
+                    param["schema"] = {"type": "string", "enum": [names[param["name"]]]}
     for path in INFER_PATHS:
         infer = spec["paths"][path]["post"]
         infer.setdefault("parameters", []).append(

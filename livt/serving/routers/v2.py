@@ -54,11 +54,23 @@ async def ready(request: Request) -> Response:
     return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
 
+# Each route with a version has its own function: one function under both paths would make
+# ``version`` a query parameter of the path without it, which the API does not take.
+
+
 @router.get("/models/{name}", response_model=ModelMetadata, responses=responses(401, 404))
+async def model_metadata(name: str, state: ServingState = Depends(get_state)) -> ModelMetadata:
+    return _metadata(state, name, "")
+
+
 @router.get("/models/{name}/versions/{version}", response_model=ModelMetadata, responses=responses(401, 404))
-async def model_metadata(
-    name: str, version: str = "", state: ServingState = Depends(get_state)
+async def model_version_metadata(
+    name: str, version: str, state: ServingState = Depends(get_state)
 ) -> ModelMetadata:
+    return _metadata(state, name, version)
+
+
+def _metadata(state: ServingState, name: str, version: str) -> ModelMetadata:
     _check_model(state, name, version)
     info = state.model.info
     return ModelMetadata(
@@ -71,35 +83,47 @@ async def model_metadata(
 
 
 @router.get("/models/{name}/ready", response_model=ModelReadiness, responses=responses(401, 404))
+async def model_ready(name: str, state: ServingState = Depends(get_state)) -> ModelReadiness:
+    _check_model(state, name, "")
+    return ModelReadiness(name=name, ready=True)
+
+
 @router.get(
     "/models/{name}/versions/{version}/ready", response_model=ModelReadiness, responses=responses(401, 404)
 )
-async def model_ready(
-    name: str, version: str = "", state: ServingState = Depends(get_state)
+async def model_version_ready(
+    name: str, version: str, state: ServingState = Depends(get_state)
 ) -> ModelReadiness:
     _check_model(state, name, version)
     return ModelReadiness(name=name, ready=True)
 
 
-@router.post(
-    "/models/{name}/infer",
-    response_model=InferResponse,
-    responses=responses(400, 401, 404, 413, 502, 503, 504),
-    summary="Run inference on FP32 tensors (JSON or binary tensor data)",
-)
-@router.post(
-    "/models/{name}/versions/{version}/infer",
-    response_model=InferResponse,
-    responses=responses(400, 401, 404, 413, 502, 503, 504),
-)
-async def infer(
-    name: str, request: Request, version: str = "", state: ServingState = Depends(get_state)
-) -> Response:
+_INFER = {
+    "response_model": InferResponse,
+    "responses": responses(400, 401, 404, 413, 502, 503, 504),
+    "summary": "Run inference on FP32 tensors (JSON or binary tensor data)",
+}
+
+
+@router.post("/models/{name}/infer", **_INFER)
+async def infer(name: str, request: Request, state: ServingState = Depends(get_state)) -> Response:
     """Inputs: one FP32 tensor ``input`` ``[N, C, H, W]``. Outputs: ``logits``, ``probabilities``.
 
     When any output is binary the body is the JSON header followed by the tensors' bytes, with
     ``Inference-Header-Content-Length`` giving the header's length.
     """
+    return await _infer(state, name, "", request)
+
+
+@router.post("/models/{name}/versions/{version}/infer", **_INFER)
+async def infer_version(
+    name: str, version: str, request: Request, state: ServingState = Depends(get_state)
+) -> Response:
+    """As ``/v2/models/{name}/infer``, for the model's one version."""
+    return await _infer(state, name, version, request)
+
+
+async def _infer(state: ServingState, name: str, version: str, request: Request) -> Response:
     start = time.perf_counter()
     _check_model(state, name, version)
     requests = state.requests
