@@ -111,6 +111,6 @@ def test_large_json_bodies_do_not_stall_the_event_loop(server: str, kind: str):
         server, lambda: httpx.post(f"{server}{path}", content=body, headers=headers, timeout=60)
     )
     assert 400 <= res.status_code < 500, res.text
-    assert stall < 0.3, (
+    assert stall < 0.5, (
         f"/v2/health/live took {stall:.2f} s while the server read a {len(body) >> 20} MB body"
     )

@@ -126,7 +126,7 @@ async def _read_request(request: Request, requests: RequestModels) -> PredictInp
     if content_type == _MULTIPART:
         return await _read_multipart(request, requests)
     if content_type == _JSON:
-        return requests.json_predict(await request.body(), query)
+        return await requests.json_predict(request)
     if content_type.startswith("image/") or content_type == _OCTET_STREAM:
         # An empty body is one empty file: decoding says "empty", as for an empty upload.
         options = requests.options(query)

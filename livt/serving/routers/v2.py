@@ -127,8 +127,7 @@ async def _infer(state: ServingState, name: str, version: str, request: Request)
     start = time.perf_counter()
     _check_model(state, name, version)
     requests = state.requests
-    header, binary = requests.split_infer_body(await request.body(), request.headers.get(HEADER_LENGTH))
-    req = requests.infer_request(header)
+    req, binary = await requests.infer_request(request)
     batch = requests.input_batch(req, binary)
     params = req.parameters or requests.infer_parameters()
     requested = req.outputs or [requests.requested_output(name=n) for n in OUTPUT_NAMES]
