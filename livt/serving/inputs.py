@@ -41,7 +41,6 @@ _PRIOR_DOC = (
     "the label prior to predict under: 'model' (the artifact's own, default), 'balanced', 'train' "
     "(training frequencies) or one non-negative number per class (normalised)"
 )
-_PRIOR_TEXT_DOC = f"{_PRIOR_DOC}, as a JSON list"
 _TOP_K_DOC = "how many classes to return per image"
 
 
@@ -316,15 +315,12 @@ def _prior_kind(value: object) -> str:
 def text_values(fields: Iterable[tuple[str, str]], where: str) -> dict[str, Any]:
     """Query parameters or form fields as values: JSON where the text is JSON (``5``, ``[1, 2]``), else the text.
 
-    The models then validate them exactly as the same values in a JSON body. An empty one is left
-    out, as a browser's form sends the fields left blank.
+    The models then validate them exactly as the same values in a JSON body.
     """
     values: dict[str, Any] = {}
     for name, text in fields:
         if name in values:
             raise ServingError(400, f"{where} {name!r} is given more than once")
-        if not text.strip():
-            continue
         try:
             values[name] = from_json(text)
         except ValueError as exc:

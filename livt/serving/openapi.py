@@ -61,7 +61,7 @@ def _describe_requests(spec: dict[str, Any], requests: RequestModels, names: dic
             "required": False,
             "description": "model | balanced | train | a JSON list of one non-negative number per class "
             "(with any body; not also in the body)",
-            "schema": {"type": "string"},
+            "schema": {"type": "string", "minLength": 1},
         },
     ]
     predict["requestBody"] = {
@@ -75,7 +75,7 @@ def _describe_requests(spec: dict[str, Any], requests: RequestModels, names: dic
                     "properties": {
                         "files": {"type": "array", "items": _BINARY, "minItems": 1, "maxItems": limit},
                         "top_k": options["top_k"],
-                        "prior": {"type": "string", "description": "as the query parameter"},
+                        "prior": {"type": "string", "minLength": 1, "description": "as the query parameter"},
                     },
                 }
             },

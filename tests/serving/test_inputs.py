@@ -112,7 +112,9 @@ def test_huge_prior_values_are_normalised_not_flattened(server: str):
 
 
 @pytest.mark.parametrize("body", ["multipart", "json", "raw"])
-@pytest.mark.parametrize("query", ["top_k=0", "top_k=1000", "top_k=x", "prior=nope", "colour=red"])
+@pytest.mark.parametrize(
+    "query", ["top_k=0", "top_k=1000", "top_k=x", "top_k=", "prior=", "prior=nope", "colour=red"]
+)
 def test_query_parameters_follow_one_rule_whatever_the_body(server: str, body: str, query: str):
     url = f"{server}/v1/predict?{query}"
     if body == "multipart":
