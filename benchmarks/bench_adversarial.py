@@ -379,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             "after_warm_up": baseline_mb,
             "peak_sampled": max(s for _, s in rss.samples) / 2**20,
             "high_water_mark": hwm_mb,
+            "peak_per_round": [f"{mode} {peak:.0f}" for mode, peak in round_peaks],
             "at_end": final_mb,
         },
         "ready_after": ready,

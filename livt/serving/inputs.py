@@ -25,6 +25,7 @@ import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 from pydantic_core import PydanticCustomError, from_json
 from starlette.requests import Request
+from typing_extensions import TypeAliasType
 
 from livt.artifact import INPUT_NAME, OUTPUT_NAMES
 from livt.serving.errors import TOO_MANY, ServingError
@@ -42,6 +43,16 @@ _PRIOR_DOC = (
     "(training frequencies) or one non-negative number per class (normalised)"
 )
 _TOP_K_DOC = "how many classes to return per image"
+
+
+# An FP32 value as JSON: a number (not a string, not a boolean) that float32 holds.
+FP32 = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
+# A v2 tensor's JSON data: flat, or nested as its shape (the protocol allows both). Each item is
+# read as what it is (a list, else a value), so an error names that reading only.
+TensorData = TypeAliasType(
+    "TensorData",
+    "list[Annotated[Annotated[FP32, Tag('value')] | Annotated[TensorData, Tag('list')], Discriminator(_item_kind)]]",
+)
 
 
 @dataclass(frozen=True)
@@ -123,8 +134,6 @@ class RequestModels:
                 _at_most(limits.max_images, "images"),
             ]
 
-        FP32 = Annotated[float, finite, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
-
         class InputParameters(BaseModel):
             model_config = ConfigDict(extra="allow")
 
@@ -152,8 +161,11 @@ class RequestModels:
             parameters: InputParameters | None = None
             data: (
                 Annotated[
-                    list[FP32],
-                    Field(description="the tensor's values, flat in row-major order (N * C * H * W of them)"),
+                    TensorData,
+                    Field(
+                        description="the tensor's N * C * H * W values in row-major order: a flat list, "
+                        "or lists nested as the shape"
+                    ),
                     Field(json_schema_extra={"maxItems": limits.max_values}),
                 ]
                 | None
@@ -270,11 +282,12 @@ class RequestModels:
         else:
             if binary or tensor.data is None:
                 raise ServingError(400, "the input needs 'data', or binary_data_size with binary tensor data")
-            if len(tensor.data) != count:
-                raise ServingError(
-                    400, f"input has {len(tensor.data)} values; shape {tensor.shape} needs {count}"
-                )
-            values = np.asarray(tensor.data, dtype=np.float32)
+            try:
+                values = np.asarray(tensor.data, dtype=np.float32)
+            except ValueError as exc:  # nested lists of uneven lengths
+                raise ServingError(400, "input data nests lists of different lengths") from exc
+            if values.size != count:
+                raise ServingError(400, f"input has {values.size} values; shape {tensor.shape} needs {count}")
         return values.reshape(tensor.shape)
 
     async def read_json(self, request: Request, max_values: int) -> bytes:
@@ -306,6 +319,10 @@ class RequestModels:
 
 def _too_many_values(max_values: int) -> str:
     return f"the JSON body holds more values than the limit of {max_values} for one request"
+
+
+def _item_kind(value: object) -> str:
+    return "list" if isinstance(value, list) else "value"
 
 
 def _prior_kind(value: object) -> str:

@@ -158,3 +158,12 @@ def test_multipart_fields_are_checked(server: str):
     _assert_client_error(res, 413, "the limit is 32")
     images = [base64.b64encode(PNG).decode()] * 33
     _assert_client_error(httpx.post(f"{server}/v1/predict", json={"images": images}), 413, "the limit is 32")
+
+
+def test_v2_data_may_nest_as_the_shape(server: str):
+    flat = [round(0.001 * i, 3) for i in range(VALUES)]
+    nested = [[[flat[(c * 16 + y) * 16 : (c * 16 + y) * 16 + 16] for y in range(16)] for c in range(3)]]
+    answers = [_infer(server, _tensor(json.dumps(data))).json()["outputs"] for data in (flat, nested)]
+    assert answers[0] == answers[1]
+    ragged = [flat[: VALUES // 2], flat[VALUES // 2 :] + [0.5]]
+    _assert_client_error(_infer(server, _tensor(json.dumps(ragged))), 400, "different lengths")

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
+from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -122,14 +123,13 @@ async def model_info(state: ServingState = Depends(get_state)) -> ModelInfo:
 
 async def _read_request(request: Request, requests: RequestModels) -> PredictInput:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    query = request.query_params.multi_items()
     if content_type == _MULTIPART:
         return await _read_multipart(request, requests)
     if content_type == _JSON:
         return await requests.json_predict(request)
     if content_type.startswith("image/") or content_type == _OCTET_STREAM:
         # An empty body is one empty file: decoding says "empty", as for an empty upload.
-        options = requests.options(query)
+        options = requests.options(request.query_params.multi_items())
         return PredictInput([await request.body()], options.top_k, options.prior)
     raise ServingError(
         415,
@@ -202,7 +202,7 @@ async def _decode_in_pool(
         raise missed_deadline(settings.timeout_s) from None
 
 
-def _open_all(files: list[bytes | str], settings: ServeSettings) -> list:
+def _open_all(files: list[bytes | str], settings: ServeSettings) -> list[Image.Image]:
     """Every image's header, checked: format, pixels each and pixels in all; nothing decoded yet."""
     opened = []
     total = 0
@@ -224,7 +224,7 @@ def _open_all(files: list[bytes | str], settings: ServeSettings) -> list:
     return opened
 
 
-def _decode_all(opened: list, cfg: PreprocessConfig, deadline: float | None) -> np.ndarray:
+def _decode_all(opened: list[Image.Image], cfg: PreprocessConfig, deadline: float | None) -> np.ndarray:
     arrays = []
     for i, img in enumerate(opened):
         if deadline is not None and time.perf_counter() > deadline:
