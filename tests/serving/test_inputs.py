@@ -165,5 +165,5 @@ def test_v2_data_may_nest_as_the_shape(server: str):
     nested = [[[flat[(c * 16 + y) * 16 : (c * 16 + y) * 16 + 16] for y in range(16)] for c in range(3)]]
     answers = [_infer(server, _tensor(json.dumps(data))).json()["outputs"] for data in (flat, nested)]
     assert answers[0] == answers[1]
-    ragged = [flat[: VALUES // 2], flat[VALUES // 2 :] + [0.5]]
+    ragged = [flat[: VALUES // 2], [*flat[VALUES // 2 :], 0.5]]
     _assert_client_error(_infer(server, _tensor(json.dumps(ragged))), 400, "different lengths")
