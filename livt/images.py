@@ -40,13 +40,13 @@ class ImagePixelLimitError(ImageDecodeError):
     """More pixels than allowed (or than Pillow's decompression-bomb limit)."""
 
 
-def decode_image(
+def open_image(
     source: bytes | str | Path, *, formats: Sequence[str] | None = None, max_pixels: int | None = None
 ) -> Image.Image:
-    """Decode ``source`` (file bytes or a path) into a fully loaded, upright PIL image.
+    """Read only the header of ``source`` (file bytes or a path): a lazy image, no pixel decoded yet.
 
     ``formats`` restricts the Pillow formats tried (None: all). ``max_pixels`` refuses a larger
-    image from its header, before any pixel is decoded. A missing file raises ``FileNotFoundError``.
+    image from its header. A missing file raises ``FileNotFoundError``. ``finish_decoding`` decodes it.
     """
     # Errors name the file; for uploaded bytes the caller says which upload it was.
     prefix = "" if isinstance(source, bytes) else f"{source}: "
@@ -63,13 +63,19 @@ def decode_image(
         raise ImageFormatError(f"{prefix}not an image in {accepted}") from exc
     except Image.DecompressionBombError as exc:
         raise ImagePixelLimitError(f"{prefix}{exc}") from exc
+    pixels = img.width * img.height
+    if max_pixels is not None and pixels > max_pixels:
+        img.close()
+        raise ImagePixelLimitError(
+            f"{prefix}image is {img.width}x{img.height} = {pixels} pixels, more than the limit of {max_pixels}"
+        )
+    return img
+
+
+def finish_decoding(img: Image.Image) -> Image.Image:
+    """Decode an image from ``open_image`` into a fully loaded, upright image (and close its file)."""
+    prefix = f"{img.filename}: " if getattr(img, "filename", "") else ""
     with img:
-        pixels = img.width * img.height
-        if max_pixels is not None and pixels > max_pixels:
-            raise ImagePixelLimitError(
-                f"{prefix}image is {img.width}x{img.height} = {pixels} pixels, more than the limit of "
-                f"{max_pixels}"
-            )
         try:
             img.load()
             # A new image (a copy when upright), so it outlives the file closed here.
@@ -78,6 +84,16 @@ def decode_image(
             raise ImagePixelLimitError(f"{prefix}{exc}") from exc
         except _CORRUPT as exc:
             raise ImageDecodeError(f"{prefix}corrupt or truncated {img.format} image: {exc}") from exc
+
+
+def decode_image(
+    source: bytes | str | Path, *, formats: Sequence[str] | None = None, max_pixels: int | None = None
+) -> Image.Image:
+    """Decode ``source`` (file bytes or a path) into a fully loaded, upright PIL image.
+
+    ``formats`` and ``max_pixels`` as for ``open_image``: the cap applies before any pixel is decoded.
+    """
+    return finish_decoding(open_image(source, formats=formats, max_pixels=max_pixels))
 
 
 def to_model_mode(img: Image.Image, channels: int) -> Image.Image:

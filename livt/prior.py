@@ -110,7 +110,7 @@ def check_balanced(loss: str, tau: float) -> None:
 def _normalise(values: Sequence[float], num_classes: int, what: str) -> np.ndarray:
     try:
         arr = np.asarray(list(values), dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise PriorError(f"{what}: expected numbers, got {values!r}") from exc
     if arr.ndim != 1 or arr.shape[0] != num_classes:
         raise PriorError(f"{what}: expected {num_classes} values (one per class), got {arr.size}")
@@ -118,10 +118,12 @@ def _normalise(values: Sequence[float], num_classes: int, what: str) -> np.ndarr
         raise PriorError(f"{what}: values must be finite")
     if np.any(arr < 0):
         raise PriorError(f"{what}: values must be non-negative")
-    total = arr.sum()
-    if total <= 0:
+    peak = arr.max()
+    if peak <= 0:
         raise PriorError(f"{what}: values must not all be zero")
-    return arr / total
+    # Scaled by the largest first: the sum of large finite values (two of 1e308) overflows to inf.
+    arr = arr / peak
+    return arr / arr.sum()
 
 
 def _read_prior_file(path: Path, classes: Sequence[str] | None) -> list[float]:

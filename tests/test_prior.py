@@ -133,3 +133,11 @@ def test_a_model_without_a_prior_term_refuses_a_target_prior():
     with pytest.raises(PriorError, match="has no balanced logits"):
         prior_offset(np.array([0.5, 0.5]), "ce", 0.0, 2)
     assert prior_offset(None, "ce", 0.0, 2).tolist() == [0.0, 0.0]
+
+
+def test_values_whose_sum_overflows_are_normalised():
+    """Issue 10: [1e308, 1e308, 1, 1] summed to inf and became a flat prior."""
+    mode, pi = resolve_prior([1e308, 1e308, 1, 1], [1, 1, 1, 1])
+    assert mode == "custom" and np.isfinite(pi).all()
+    np.testing.assert_allclose(pi[:2], [0.5, 0.5])
+    assert 0 < pi[2] < 1e-300

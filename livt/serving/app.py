@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import numpy as np
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from livt import __version__
@@ -16,14 +21,19 @@ from livt.label_shift import total_variation
 from livt.serving.batching import DynamicBatcher
 from livt.serving.dependencies import ServingState
 from livt.serving.errors import install_error_handlers
+from livt.serving.inputs import RequestLimits, RequestModels
 from livt.serving.limits import BodySizeLimitMiddleware
 from livt.serving.metrics import MetricsMiddleware, ServingMetrics
 from livt.serving.model import ServedModel, load_model
+from livt.serving.openapi import install_openapi
 from livt.serving.prior_monitor import PriorMonitor, PriorSnapshot
 from livt.serving.routers import metrics, predict, prior, ui, v2
+from livt.serving.security import BrowserGuardMiddleware
 from livt.serving.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
+
+DECODE_NICE = 10  # added to the decoding threads' nice value (19 at most): they get what the rest leaves
 
 
 def create_app(settings: ServeSettings, *, model: ServedModel | None = None) -> FastAPI:
@@ -58,7 +68,18 @@ def create_app(settings: ServeSettings, *, model: ServedModel | None = None) -> 
         batcher.start()
         if monitor is not None:
             monitor.start()
-        app.state.serving = ServingState(settings, served, batcher, app_metrics, monitor)
+        limits = RequestLimits(
+            max_images=settings.max_images,
+            max_top_k=settings.max_top_k,
+            num_classes=served.info.num_classes,
+            input_shape=served.info.preprocess.input_shape,
+        )
+        decoder = ThreadPoolExecutor(
+            settings.decode_threads, thread_name_prefix="livt-decode", initializer=_background_priority
+        )
+        app.state.serving = ServingState(
+            settings, served, batcher, app_metrics, RequestModels(limits), decoder, monitor
+        )
         logger.info(
             "serving %s (%s, version %s) as %r",
             served.info.path,
@@ -71,6 +92,7 @@ def create_app(settings: ServeSettings, *, model: ServedModel | None = None) -> 
         finally:
             app.state.serving = None
             batcher.close()
+            decoder.shutdown(cancel_futures=True)
             if monitor is not None:
                 monitor.close()
 
@@ -79,6 +101,8 @@ def create_app(settings: ServeSettings, *, model: ServedModel | None = None) -> 
         version=__version__,
         description="Long-tailed image classification with a request-time label prior (LiVT).",
         lifespan=lifespan,
+        docs_url=None,  # served below from packaged assets, not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.serving = None
@@ -90,8 +114,12 @@ def create_app(settings: ServeSettings, *, model: ServedModel | None = None) -> 
     app.include_router(v2.router)
     app.include_router(metrics.router)
     app.mount("/static", StaticFiles(directory=Path(str(ui.STATIC_DIR))), name="static")
-    # The last added middleware is the outermost: metrics see the body-limit's 413s too.
+    _serve_docs(app)
+    install_openapi(app)
+    # The last added middleware is the outermost: metrics see the body-limit's 413s and the Host
+    # check's 400s too, and every response, those included, gets the browser-facing headers.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BrowserGuardMiddleware, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(MetricsMiddleware, metrics=app_metrics)
     return app
 
@@ -116,3 +144,51 @@ def _prior_monitor(
         bootstrap=settings.prior_bootstrap,
         on_estimate=publish,
     )
+
+
+def _background_priority() -> None:
+    """Lower the calling thread's CPU priority (Linux's nice is per thread): large decodes wait.
+
+    The event loop and the model serve every request; a large decode serves one. Under an
+    adversarial load of costly images, letting them take cores away on equal terms doubled the
+    good requests' p99 latency. Pillow releases the GIL while it decodes, so the loop is not left
+    waiting on a thread that is itself waiting for a core.
+    """
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not permitted
+        os.setpriority(os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0) + DECODE_NICE))
+
+
+def _serve_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` from the assets of the fastapi-offline package.
+
+    FastAPI's own pages load their scripts from a CDN: no docs on a network without one, and a
+    third party's code running on this origin.
+    """
+    import fastapi_offline
+
+    assets = "/docs-assets"
+    app.mount(
+        assets, StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"), name="docs-assets"
+    )
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - API",
+            swagger_js_url=f"{root}{assets}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{assets}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{assets}/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - API",
+            redoc_js_url=f"{root}{assets}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{assets}/favicon.png",
+            with_google_fonts=False,
+        )

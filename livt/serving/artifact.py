@@ -6,6 +6,7 @@ The contract's names, format version and sidecar files come from ``livt.artifact
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,8 @@ import numpy as np
 from livt.artifact import FORMAT_VERSION, checksum_path, read_checksum, sha256_file
 from livt.prior import PRIOR_RULES
 from livt.serving.preprocess import PreprocessConfig
+
+logger = logging.getLogger(__name__)
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -51,16 +54,23 @@ class ArtifactInfo:
         return self.sha256[:12]
 
 
-def verify_checksum(path: Path, expected: str | None = None) -> str:
+def verify_checksum(path: Path, expected: str | None = None, *, required: bool = False) -> str:
     """Hash ``path`` and compare it with ``expected``, else with a ``PATH.sha256`` file beside it.
 
-    Returns the digest. The sidecar may be bare hex or ``sha256sum`` output (``HEX  NAME``).
+    Returns the digest. The sidecar may be bare hex or ``sha256sum`` output (``HEX  NAME``). With
+    neither, ``required`` refuses the artifact; otherwise the unverified start is logged.
     """
     if not path.is_file():
         raise ArtifactError(f"model artifact {path} does not exist")
     source = "--sha256"
     if expected is None:
         expected, source = read_checksum(path), str(checksum_path(path))
+        if expected is None:
+            if required:
+                raise ArtifactError(
+                    f"no checksum for {path}: neither --sha256 nor {source} (--require-checksum is on)"
+                )
+            logger.warning("no checksum for %s (no --sha256, no %s): serving it unverified", path, source)
     actual = sha256_file(path)
     if expected is not None:
         expected = expected.strip().lower()

@@ -31,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--model", help="the artifact: model.onnx, or model.plan with model.plan.json")
     add("--model-name", help="name under /v2/models/{name} (default: livt)")
     add("--sha256", help="expected sha256 of the artifact (default: ARTIFACT.sha256 if present)")
+    add(
+        "--require-checksum",
+        action=argparse.BooleanOptionalAction,
+        help="refuse to start without a checksum to verify (default: off, a missing one is logged; on in "
+        "the Docker images)",
+    )
     add("--providers", help="comma-separated ONNX Runtime providers, in order")
     add("--intra-op-threads", type=int, help="ONNX Runtime intra-op threads (default: its own)")
     add(
@@ -60,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("--prior-interval-s", type=float, help="seconds between re-estimates of the prior (default: 5)")
     add("--prior-bootstrap", type=int, help="bootstrap resamples for the estimate's spread (default: 20)")
     add("--metrics-max-classes", type=int, help="per-class Prometheus series up to this many classes (200)")
+    add(
+        "--max-request-pixels",
+        type=int,
+        help="most pixels in all of a request's images, from their headers, else 413 (default: 64M)",
+    )
+    add("--decode-threads", type=int, help="threads decoding large images (default: half the CPUs)")
+    add(
+        "--allowed-hosts",
+        help="comma-separated Host names to answer, '*' for any (default: loopback names when bound to "
+        "loopback, else any)",
+    )
     add("--log-level", choices=["critical", "error", "warning", "info", "debug"], help="(default: info)")
     add(
         "--access-log",

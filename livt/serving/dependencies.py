@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +12,7 @@ from fastapi import Request
 from livt.prior import PriorError
 from livt.serving.batching import DynamicBatcher
 from livt.serving.errors import ServingError
+from livt.serving.inputs import RequestModels
 from livt.serving.metrics import ServingMetrics
 from livt.serving.model import ESTIMATED_PRIOR, PriorSpec, ServedModel
 from livt.serving.prior_monitor import PriorMonitor
@@ -28,12 +30,14 @@ class RequestPrior:
 
 @dataclass
 class ServingState:
-    """Created by the lifespan: one model, one batcher, one metrics registry per app."""
+    """Created by the lifespan: one model, batcher, metrics registry, request models and decoder per app."""
 
     settings: ServeSettings
     model: ServedModel
     batcher: DynamicBatcher
     metrics: ServingMetrics
+    requests: RequestModels
+    decoder: ThreadPoolExecutor
     prior_monitor: PriorMonitor | None = None
 
     def resolve_prior(self, spec: PriorSpec) -> RequestPrior:

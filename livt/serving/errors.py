@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -18,11 +19,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from livt.prior import PriorError
 from livt.serving.batching import BatcherClosedError, InferenceError, InferenceTimeoutError, QueueFullError
-from livt.serving.preprocess import ImageError
+from livt.serving.preprocess import ImageError, PreprocessConfig
 
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 1
+TOO_MANY = "too_many"  # the pydantic error type of a count over its limit: 413, like the other limits
 
 
 class ErrorResponse(BaseModel):
@@ -67,7 +69,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ValidationError)
     async def _body(_: Request, exc: ValidationError) -> JSONResponse:
-        return error_response(400, f"invalid request: {_describe(exc.errors())}")
+        errors = exc.errors()
+        too_many = [e for e in errors if e["type"] == TOO_MANY]
+        if too_many:
+            return error_response(413, _describe(too_many))
+        return error_response(400, f"invalid request: {_describe(errors)}")
 
     @app.exception_handler(RequestValidationError)
     async def _params(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -97,6 +103,31 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error")
         return error_response(500, f"internal error ({type(exc).__name__})")
+
+
+def missed_deadline(timeout_s: float) -> InferenceTimeoutError:
+    """The 504 of a request past its deadline (``--timeout-s``), wherever it was: decoding, queued, running."""
+    return InferenceTimeoutError(f"the request did not finish within {timeout_s:g} s")
+
+
+def check_finite(outputs: tuple[np.ndarray, ...], batch: np.ndarray, cfg: PreprocessConfig) -> None:
+    """Non-finite outputs are the model's fault (502), unless the input lies past what any pixel gives (400).
+
+    Preprocessing maps pixels into a known range per channel; a v2 client may send anything finite,
+    and values far past that range (3.4e38) overflow the model's arithmetic: that is the client's doing.
+    """
+    if all(np.isfinite(out).all() for out in outputs):
+        return
+    low, high = cfg.input_range()
+    margin = 0.01 * (high - low)
+    if ((batch < low - margin) | (batch > high + margin)).any():
+        ranges = ", ".join(f"[{lo:.3g}, {hi:.3g}]" for lo, hi in zip(low.ravel(), high.ravel(), strict=True))
+        raise ServingError(
+            400,
+            "the model's outputs overflowed on this input, whose values lie outside the range "
+            f"preprocessed pixels have ({ranges} per channel)",
+        )
+    raise ServingError(502, "the model produced non-finite outputs for this input")
 
 
 def _describe(errors: list) -> str:

@@ -21,6 +21,8 @@ from livt.serving.settings import ServeSettings
 
 MODEL_PRIOR = "model"  # the prior folded into the artifact: leave the logits as they are
 ESTIMATED_PRIOR = "estimated"  # the prior estimated from the traffic (livt.serving.prior_monitor)
+# The priors a request may name ("estimated" is resolved by the serving state, the rest here).
+REQUEST_PRIORS = (MODEL_PRIOR, "balanced", "train", ESTIMATED_PRIOR)
 PriorSpec = str | Sequence[float] | None
 
 
@@ -42,6 +44,18 @@ class ServedModel:
             raise ArtifactError(
                 f"{info.path}: model input shape {list(backend.input_shape)} does not match "
                 f"the metadata's preprocess (C, H, W) = {list(expected)}"
+            )
+        # The output width is often symbolic in the graph, so one image is run to read it.
+        try:
+            outputs = backend.run(np.zeros((1, *expected), dtype=np.float32))
+        except Exception as exc:  # any backend fault: the model cannot serve
+            raise ArtifactError(f"{info.path}: the model failed on one blank image: {exc}") from exc
+        widths = sorted({out.shape[-1] if out.ndim == 2 and len(out) == 1 else -1 for out in outputs})
+        if widths != [info.num_classes]:
+            raise ArtifactError(
+                f"{info.path}: the model gives {' and '.join(map(str, widths))} logits per image (outputs of "
+                f"shapes {[list(out.shape) for out in outputs]}) but the metadata names {info.num_classes} "
+                "classes"
             )
         self.backend = backend
         self.info = info
@@ -99,13 +113,14 @@ def open_model(
     path: Path,
     *,
     sha256: str | None = None,
+    require_checksum: bool = False,
     providers: list[str] | None = None,
     intra_op_threads: int = 0,
     intra_op_spinning: bool = False,
 ) -> ServedModel:
     """Verify, open and validate the artifact at ``path``; ``ArtifactError`` says why not."""
     path = Path(path)
-    digest = verify_checksum(path, sha256)
+    digest = verify_checksum(path, sha256, required=require_checksum)
     backend = open_backend(
         path, providers=providers, intra_op_threads=intra_op_threads, intra_op_spinning=intra_op_spinning
     )
@@ -117,6 +132,7 @@ def load_model(settings: ServeSettings) -> ServedModel:
     served = open_model(
         settings.model,
         sha256=settings.sha256,
+        require_checksum=settings.require_checksum,
         providers=settings.providers,
         intra_op_threads=settings.intra_op_threads,
         intra_op_spinning=settings.intra_op_spinning,

@@ -19,7 +19,8 @@ the formats in ``ALLOWED_FORMATS``, the pixel cap, and errors that carry their H
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,6 +106,12 @@ class PreprocessConfig:
         """``(C, H, W)`` of one preprocessed image."""
         return (self.channels, self.img_size, self.img_size)
 
+    def input_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per channel, the least and greatest model input a pixel can give (black and white), ``[C, 1, 1]``."""
+        mean = np.asarray(self.mean, dtype=np.float32)[:, None, None]
+        std = np.asarray(self.std, dtype=np.float32)[:, None, None]
+        return (0 - mean) / std, (1 - mean) / std
+
 
 def transform(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
     """Resize, center-crop, scale and normalise an "L"/"RGB" image into float32 ``[C, H, W]``."""
@@ -131,17 +138,33 @@ def transform(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
     return np.ascontiguousarray((arr - mean) / std)
 
 
+def open_upload(data: bytes, *, max_pixels: int) -> Image.Image:
+    """The header of one uploaded file, checked against the formats and ``max_pixels``; nothing decoded."""
+    with _http_errors():
+        return images.open_image(data, formats=ALLOWED_FORMATS, max_pixels=max_pixels)
+
+
+def preprocess_image(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
+    """Decode an image from ``open_upload`` and return the model input ``[C, H, W]`` for it."""
+    with _http_errors():
+        return transform(images.to_model_mode(images.finish_decoding(img), cfg.channels), cfg)
+
+
 def preprocess_bytes(data: bytes, cfg: PreprocessConfig, *, max_pixels: int) -> np.ndarray:
     """Decode one uploaded file and return the model input ``[C, H, W]`` for it."""
+    return preprocess_image(open_upload(data, max_pixels=max_pixels), cfg)
+
+
+@contextmanager
+def _http_errors() -> Iterator[None]:
     try:
-        img = images.load_image(data, cfg.channels, formats=ALLOWED_FORMATS, max_pixels=max_pixels)
+        yield
     except images.ImagePixelLimitError as exc:
         raise ImageTooLargeError(str(exc)) from exc
     except images.ImageFormatError as exc:
         raise UnsupportedImageError(str(exc)) from exc
     except images.ImageDecodeError as exc:
         raise ImageError(str(exc)) from exc
-    return transform(img, cfg)
 
 
 def _crop_offset(size: int, crop: int) -> int:

@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-PriorField = Literal["model", "balanced", "train", "estimated"] | list[float] | None
-_PRIOR_DOC = (
-    "the label prior to predict under: 'model' (the artifact's own), 'balanced', 'train' (training "
-    "frequencies), 'estimated' (estimated from the recent traffic, see GET /v1/prior) or one "
-    "non-negative number per class (normalised); default: the server's --default-prior"
-)
-
-
-# --- /v1 ---------------------------------------------------------------------------------------
-
-
-class PredictJSONRequest(BaseModel):
-    """``POST /v1/predict`` with ``Content-Type: application/json``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    images: list[str] = Field(min_length=1, description="base64-encoded image files (PNG, JPEG, ...)")
-    top_k: int = Field(5, ge=1, description="how many classes to return per image")
-    prior: PriorField = Field(None, description=_PRIOR_DOC)
+# --- /v1 (the request models are built per app by livt.serving.inputs) ---------------------------
 
 
 class ClassScore(BaseModel):
@@ -122,28 +104,6 @@ class Readiness(BaseModel):
 class ModelReadiness(BaseModel):
     name: str
     ready: bool
-
-
-class InferInput(BaseModel):
-    name: str
-    shape: list[int]
-    datatype: str
-    parameters: dict[str, Any] | None = None
-    data: list[Any] | None = None
-
-
-class RequestedOutput(BaseModel):
-    name: str
-    parameters: dict[str, Any] | None = None
-
-
-class InferRequest(BaseModel):
-    id: str | None = None
-    parameters: dict[str, Any] | None = Field(
-        None, description="binary_data_output (bool), and livt's 'prior' (as in /v1/predict)"
-    )
-    inputs: list[InferInput]
-    outputs: list[RequestedOutput] | None = None
 
 
 class InferOutput(BaseModel):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
 class ServeSettings(BaseSettings):
@@ -39,7 +43,9 @@ class ServeSettings(BaseSettings):
     max_batch: int = Field(32, ge=1, description="most images in one model call")
     max_delay_ms: float = Field(5.0, ge=0, description="longest a batch waits for more requests")
     max_queue: int = Field(256, ge=1, description="requests waiting for the model before 503")
-    timeout_s: float = Field(30.0, gt=0, description="deadline for a request's inference (else 504)")
+    timeout_s: float = Field(
+        30.0, gt=0, description="deadline for a request: decoding, waiting and inference (else 504)"
+    )
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1, description="largest request body (else 413)")
     max_images: int | None = Field(
         None,
@@ -65,6 +71,27 @@ class ServeSettings(BaseSettings):
     prior_bootstrap: int = Field(20, ge=0, description="bootstrap resamples for the estimate's spread")
     metrics_max_classes: int = Field(
         200, ge=0, description="per-class Prometheus series (prior, predictions) up to this many classes"
+    )
+    # What a request may cost and who may ask (issue 10: hardening).
+    max_request_pixels: int = Field(
+        64_000_000,
+        ge=1,
+        description="most pixels in all of a request's images, read from their headers before any is "
+        "decoded (else 413)",
+    )
+    decode_threads: int = Field(
+        default_factory=lambda: max(1, (os.cpu_count() or 2) // 2),
+        ge=1,
+        description="threads that decode images too large for the event loop (default: half the CPUs)",
+    )
+    allowed_hosts: Annotated[list[str] | None, NoDecode] = Field(
+        None,
+        validate_default=True,
+        description="Host header names the server answers to, '*' for any (default: the loopback names "
+        "when bound to loopback, else any): a page on another site cannot reach it by DNS rebinding",
+    )
+    require_checksum: bool = Field(
+        False, description="refuse to start without a checksum (--sha256 or ARTIFACT.sha256)"
     )
 
     @field_validator("providers", mode="before")
@@ -97,7 +124,31 @@ class ServeSettings(BaseSettings):
             raise ValueError("default_prior 'estimated' needs a prior window (prior_window > 0)")
         return self
 
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [h.strip().lower() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _loopback_answers_loopback_names(cls, value: list[str] | None, info: ValidationInfo) -> list[str]:
+        if value is not None:
+            return [h.lower() for h in value]
+        host = info.data.get("host", "")
+        if host != "localhost" and not _is_loopback_address(host):
+            return ["*"]
+        return list(dict.fromkeys([*LOOPBACK_NAMES, host]))
+
     @field_validator("api_key", mode="before")
     @classmethod
     def _empty_key_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+
+def _is_loopback_address(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import subprocess
 import sys
@@ -156,16 +157,62 @@ def test_api_key(serve):
 def test_openapi_documents_the_api(server: str):
     spec = httpx.get(f"{server}/openapi.json").json()
     predict = spec["paths"]["/v1/predict"]["post"]
-    assert set(predict["requestBody"]["content"]) == {
-        "multipart/form-data",
-        "application/json",
-        "image/*",
-        "application/octet-stream",
-    }
-    assert {p["name"] for p in predict["parameters"] if p["in"] == "query"} == {"top_k", "prior"}
+    content = predict["requestBody"]["content"]
+    assert set(content) == {"multipart/form-data", "application/json", "image/*", "application/octet-stream"}
+    query = {p["name"]: p["schema"] for p in predict["parameters"] if p["in"] == "query"}
+    assert set(query) == {"top_k", "prior"}
     assert {"200", "400", "413", "415", "502", "503", "504"} <= set(predict["responses"])
-    assert "/v2/models/{name}/infer" in spec["paths"]
+    # Issue 10: the limits the server enforces are in the schema.
+    assert query["top_k"]["minimum"] == 1 and query["top_k"]["maximum"] == 100
+    form = content["multipart/form-data"]["schema"]["properties"]
+    assert (form["files"]["minItems"], form["files"]["maxItems"]) == (1, 32)
+    images = _resolve(spec, content["application/json"]["schema"])["properties"]["images"]
+    assert (images["minItems"], images["maxItems"]) == (1, 32)
+    infer = spec["paths"]["/v2/models/{name}/infer"]["post"]
+    body = _resolve(spec, infer["requestBody"]["content"]["application/json"]["schema"])
+    assert {"inputs"} <= set(body["required"])
     assert httpx.get(f"{server}/docs").status_code == 200
+
+
+def _resolve(spec: dict, schema: dict) -> dict:
+    ref = schema.get("$ref")
+    return spec["components"]["schemas"][ref.rsplit("/", 1)[1]] if ref else schema
+
+
+def test_docs_need_no_cdn(server: str):
+    page = httpx.get(f"{server}/docs").text
+    assert "cdn." not in page and "https://" not in page, page
+    for asset in re.findall(r'(?:src|href)="(/[^"]+)"', page):
+        assert httpx.get(f"{server}{asset}").status_code == 200, asset
+
+
+def test_host_header_must_name_this_server(serve):
+    with serve() as url:
+        port = url.rsplit(":", 1)[1]
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost", f"[::1]:{port}"):
+            assert httpx.get(f"{url}/v1/model", headers={"Host": host}).status_code == 200, host
+        for host in ("attacker.example", f"attacker.example:{port}", "127.0.0.1.attacker.example", ""):
+            res = httpx.get(f"{url}/v1/model", headers={"Host": host})
+            assert res.status_code == 400 and "Host" in res.json()["error"], host
+    with serve(allowed_hosts=["livt.internal"]) as url:
+        assert httpx.get(f"{url}/v1/model", headers={"Host": "livt.internal:80"}).status_code == 200
+        assert httpx.get(f"{url}/v1/model").status_code == 400
+
+
+def test_any_host_when_bound_beyond_loopback():
+    from livt.serving import ServeSettings
+
+    assert ServeSettings(model=Path("m.onnx"), host="0.0.0.0").allowed_hosts == ["*"]
+    assert "localhost" in ServeSettings(model=Path("m.onnx")).allowed_hosts
+
+
+def test_browser_facing_headers(server: str):
+    for path in ("/", "/static/app.js", "/v1/model", "/v2/health/live", "/v1/nope"):
+        assert httpx.get(f"{server}{path}").headers["x-content-type-options"] == "nosniff", path
+    csp = httpx.get(f"{server}/").headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
+    page = httpx.get(f"{server}/").text
+    assert "<script>" not in page and "style=" not in page and "<style" not in page
 
 
 def test_index_page_and_script(server: str):
@@ -193,7 +240,7 @@ def test_serving_works_with_torch_unimportable(artifact: Path):
         from livt.serving import ServeSettings, create_app
 
         app = create_app(ServeSettings(model={str(artifact)!r}))
-        with TestClient(app) as client:
+        with TestClient(app, base_url="http://127.0.0.1") as client:
             res = client.post("/v1/predict", files=[("files", ("a.png", {PNG!r}))])
             assert res.status_code == 200, res.text
         assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules), "torch was imported"

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from livt.artifact import sha256_file
 from livt.serving.cli import main
 
 from .conftest import free_port, image_bytes
@@ -82,3 +83,29 @@ def test_a_stop_signal_is_a_graceful_exit_0(artifact: Path, sig: signal.Signals)
         proc.kill()
     assert proc.returncode == 0, err
     assert "Application shutdown complete" in err and "Traceback" not in err, err
+
+
+def test_a_missing_checksum_is_logged_or_refused(tmp_path: Path, artifact: Path, capsys, caplog):
+    """Issue 10: no ``.sha256`` beside the model used to skip verification silently."""
+    import logging
+    import shutil
+
+    from livt.serving.model import load_model
+    from livt.serving.settings import ServeSettings
+
+    bare = tmp_path / "bare.onnx"
+    shutil.copy(artifact, bare)
+    with caplog.at_level(logging.WARNING, logger="livt.serving"):
+        load_model(ServeSettings(model=bare))
+    assert any(
+        "no checksum" in r.getMessage() and "bare.onnx.sha256" in r.getMessage() for r in caplog.records
+    )
+    _fails(capsys, ["--model", str(bare), "--require-checksum"], "no checksum")
+    (tmp_path / "bare.onnx.sha256").write_text(f"{sha256_file(bare)}  bare.onnx\n")
+    assert load_model(ServeSettings(model=bare, require_checksum=True)).info.sha256 == sha256_file(bare)
+
+
+def test_the_images_require_a_checksum():
+    root = Path(__file__).resolve().parents[2]
+    for dockerfile in ("docker/Dockerfile", "docker/Dockerfile.gpu"):
+        assert "LIVT_REQUIRE_CHECKSUM=true" in (root / dockerfile).read_text(), dockerfile

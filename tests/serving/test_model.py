@@ -78,3 +78,28 @@ def test_input_shape_must_match_metadata(artifact: Path, tmp_path: Path):
     onnx.save(proto, str(other))
     with pytest.raises(ArtifactError, match="does not match"):
         load_model(ServeSettings(model=other))
+
+
+@pytest.mark.parametrize("num_classes", [3, 5])
+def test_output_width_must_match_metadata(artifact: Path, tmp_path: Path, num_classes: int):
+    """Issue 10: metadata naming more or fewer classes than the model has logits is refused at start."""
+    import json
+
+    import onnx
+
+    proto = onnx.load(str(artifact))
+    meta = json.loads(proto.metadata_props[0].value)
+    meta["classes"] = [f"c{i}" for i in range(num_classes)]
+    meta["class_counts"] = [10] * num_classes
+    meta["prior"] = {
+        "mode": "balanced",
+        "rule": "bayes",
+        "source": None,
+        "pi": None,
+        "offset": [0.0] * num_classes,
+    }
+    proto.metadata_props[0].value = json.dumps(meta)
+    other = tmp_path / "m.onnx"
+    onnx.save(proto, str(other))
+    with pytest.raises(ArtifactError, match=rf"4 logits .* {num_classes} classes"):
+        load_model(ServeSettings(model=other))

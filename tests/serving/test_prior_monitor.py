@@ -85,7 +85,9 @@ def test_the_estimated_request_prior_is_log_pi_of_the_snapshot(artifact):
     settings = ServeSettings(model=artifact)
     model = load_model(settings)
     monitor = PriorMonitor(4, window=100, min_images=50, interval_s=60)
-    state = ServingState(settings, model, batcher=None, metrics=None, prior_monitor=monitor)
+    state = ServingState(
+        settings, model, batcher=None, metrics=None, requests=None, decoder=None, prior_monitor=monitor
+    )
     cold = state.resolve_prior("estimated")
     assert cold.mode == "balanced" and not cold.offset.any() and "0 of 50 images" in cold.note
     monitor.observe(_logits(np.random.default_rng(2), np.array([0.4, 0.3, 0.2, 0.1]), 80, 4))

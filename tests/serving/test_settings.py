@@ -41,3 +41,18 @@ def test_max_images_defaults_to_and_never_exceeds_max_batch():
     assert ServeSettings(model="m.onnx", max_batch=8, max_images=3).max_images == 3
     with pytest.raises(ValidationError, match=r"max_images \(9\) must not exceed max_batch \(8\)"):
         ServeSettings(model="m.onnx", max_batch=8, max_images=9)
+
+
+def test_hardening_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("LIVT_ALLOWED_HOSTS", "livt.internal, Example.ORG")
+    monkeypatch.setenv("LIVT_REQUIRE_CHECKSUM", "true")
+    monkeypatch.setenv("LIVT_DECODE_THREADS", "3")
+    settings = ServeSettings(model="m.onnx")
+    assert settings.allowed_hosts == ["livt.internal", "example.org"]
+    assert settings.require_checksum and settings.decode_threads == 3
+    monkeypatch.delenv("LIVT_ALLOWED_HOSTS")
+    assert ServeSettings(model="m.onnx", host="::1").allowed_hosts == ["localhost", "127.0.0.1", "::1"]
+    assert ServeSettings(model="m.onnx", host="127.0.0.2").allowed_hosts[-1] == "127.0.0.2"
+    assert ServeSettings(model="m.onnx", host="192.168.1.5").allowed_hosts == ["*"]
+    with pytest.raises(ValidationError, match="decode_threads"):
+        ServeSettings(model="m.onnx", decode_threads=0)

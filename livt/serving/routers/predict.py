@@ -1,95 +1,55 @@
 """``/v1``: predict on image files with a request-time prior, and describe the model.
 
 ``POST /v1/predict`` takes its images in one of three bodies: the image file itself
-(``Content-Type: image/png``, ``image/jpeg``, ... or ``application/octet-stream``; one image, with
-``top_k`` and ``prior`` as query parameters), a multipart form (field ``files``, repeatable), or
-JSON with base64 ``images``. The raw body is the cheapest to parse, so the fastest for one image.
+(``Content-Type: image/png``, ``image/jpeg``, ... or ``application/octet-stream``; one image), a
+multipart form (field ``files``, repeatable), or JSON with base64 ``images``. The raw body is the
+cheapest to parse, so the fastest for one image. ``top_k`` and ``prior`` are query parameters
+whatever the body, or form fields / JSON keys of a form or JSON body (not both). Every value is
+read by ``livt.serving.inputs``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
+import asyncio
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import QueryParams, UploadFile
+from PIL import Image
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
+from livt.serving.batching import InferenceTimeoutError
 from livt.serving.dependencies import ServingState, get_state, require_api_key
-from livt.serving.errors import ServingError, responses
+from livt.serving.errors import ServingError, check_finite, missed_deadline, responses
+from livt.serving.inputs import PredictInput, RequestModels, decode_base64_image, text_values
 from livt.serving.model import top_k as pick_top_k
-from livt.serving.preprocess import ImageError, ImageTooLargeError, PreprocessConfig, preprocess_bytes
-from livt.serving.schemas import (
-    ClassScore,
-    ImagePrediction,
-    ModelInfo,
-    ModelRef,
-    PredictJSONRequest,
-    PredictResponse,
-    Timing,
+from livt.serving.preprocess import (
+    ImageError,
+    ImageTooLargeError,
+    PreprocessConfig,
+    open_upload,
+    preprocess_image,
 )
+from livt.serving.schemas import ClassScore, ImagePrediction, ModelInfo, ModelRef, PredictResponse, Timing
+from livt.serving.settings import ServeSettings
 
 router = APIRouter(prefix="/v1", tags=["v1"], dependencies=[Depends(require_api_key)])
 
 _MULTIPART = "multipart/form-data"
 _JSON = "application/json"
 _OCTET_STREAM = "application/octet-stream"
-_OPTIONS = ("top_k", "prior")  # the query parameters of a raw image body
 _FORMATS = "an image file (image/png, image/jpeg, ...)"
-# Images of up to this many pixels in all decode in the event loop, if the model input is no larger.
+# A request whose images are this small in all (bytes and pixels) is decoded in the event loop.
+INLINE_DECODE_BYTES = 64 * 1024
 INLINE_DECODE_PIXELS = 64 * 64
-_REQUEST_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            _MULTIPART: {
-                "schema": {
-                    "type": "object",
-                    "required": ["files"],
-                    "properties": {
-                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
-                        "top_k": {"type": "integer", "minimum": 1, "default": 5},
-                        "prior": {
-                            "type": "string",
-                            "description": "model | balanced | train | a JSON list of one number per class",
-                        },
-                    },
-                }
-            },
-            _JSON: {"schema": PredictJSONRequest.model_json_schema()},
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-            _OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}},
-        },
-    },
-    "parameters": [
-        {
-            "name": "top_k",
-            "in": "query",
-            "required": False,
-            "description": "with an image body only: how many classes to return (default 5)",
-            "schema": {"type": "integer", "minimum": 1, "default": 5},
-        },
-        {
-            "name": "prior",
-            "in": "query",
-            "required": False,
-            "description": "with an image body only: model | balanced | train | a JSON list of one number "
-            "per class",
-            "schema": {"type": "string"},
-        },
-    ],
-}
+_FORM_FIELDS = 8  # top_k and prior, and room for a client's mistakes to be named
 
 
 @router.post(
     "/predict",
     response_model=PredictResponse,
-    openapi_extra=_REQUEST_BODY,
     responses=responses(400, 401, 413, 415, 502, 503, 504),
     summary="Classify images (an image file as the body, multipart field 'files', or JSON base64 'images')",
 )
@@ -101,17 +61,24 @@ async def predict(request: Request, state: ServingState = Depends(get_state)) ->
     """
     start = time.perf_counter()
     settings, model = state.settings, state.model
+    deadline = start + settings.timeout_s
     with state.batcher.reserve() as reservation:
-        options = await _read_request(request, state)
-        if options.top_k > settings.max_top_k:
-            raise ServingError(400, f"top_k must be at most {settings.max_top_k}, got {options.top_k}")
+        options = await _read_request(request, state.requests)
         prior = state.resolve_prior(options.prior)
-        batch = await _preprocess(options.files, model.info.preprocess, settings.max_image_pixels)
-        result = await reservation.submit(batch, settings.timeout_s)
+        batch = _decode_inline(options.files, model.info.preprocess, settings)
+        if batch is None:
+            # Forming batches wait for reserved requests: not for one that decodes in a thread.
+            reservation.release()
+            batch = await _decode_in_pool(
+                options.files, model.info.preprocess, settings, state.decoder, deadline
+            )
+        try:
+            result = await reservation.submit(batch, max(deadline - time.perf_counter(), 0.0))
+        except InferenceTimeoutError:
+            raise missed_deadline(settings.timeout_s) from None
     logits, probabilities = result.outputs
     prediction = model.apply_prior(logits, probabilities, prior.offset)
-    if not (np.isfinite(prediction.logits).all() and np.isfinite(prediction.probabilities).all()):
-        raise ServingError(502, "the model produced non-finite outputs for this input")
+    check_finite((prediction.logits, prediction.probabilities), batch, model.info.preprocess)
     state.metrics.queue_time.observe(result.queue_s)
     classes = model.info.classes
     response = PredictResponse(
@@ -155,112 +122,116 @@ async def model_info(state: ServingState = Depends(get_state)) -> ModelInfo:
     )
 
 
-@dataclass
-class _Options:
-    files: list[bytes]
-    top_k: int
-    prior: object
-
-
-async def _read_request(request: Request, state: ServingState) -> _Options:
+async def _read_request(request: Request, requests: RequestModels) -> PredictInput:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == _MULTIPART:
-        options = await _read_multipart(request)
-    elif content_type == _JSON:
-        options = _read_json(await request.body())
-    elif content_type.startswith("image/") or content_type == _OCTET_STREAM:
-        options = _read_image_body(await request.body(), request.query_params)
-    else:
-        raise ServingError(
-            415,
-            f"send {_FORMATS} as the body, {_MULTIPART} (field 'files') or {_JSON} (base64 'images'); "
-            f"got Content-Type {content_type or 'none'!r}",
-        )
-    if not options.files:
-        raise ServingError(400, "no images in the request")
-    if len(options.files) > state.settings.max_images:
-        raise ServingError(
-            413, f"{len(options.files)} images in one request; the limit is {state.settings.max_images}"
-        )
-    return options
+        return await _read_multipart(request, requests)
+    if content_type == _JSON:
+        return await requests.json_predict(request)
+    if content_type.startswith("image/") or content_type == _OCTET_STREAM:
+        # An empty body is one empty file: decoding says "empty", as for an empty upload.
+        options = requests.options(request.query_params.multi_items())
+        return PredictInput([await request.body()], options.top_k, options.prior)
+    raise ServingError(
+        415,
+        f"send {_FORMATS} as the body, {_MULTIPART} (field 'files') or {_JSON} (base64 'images'); "
+        f"got Content-Type {content_type or 'none'!r}",
+    )
 
 
-async def _read_multipart(request: Request) -> _Options:
-    form = await request.form()
-    uploads = form.getlist("files")
-    if any(not isinstance(u, UploadFile) for u in uploads):
-        raise ServingError(400, "form field 'files' must hold file uploads")
-    files = [await u.read() for u in uploads]
-    top_k, prior = _parse_options(form.get("top_k"), form.get("prior"), "form field")
-    return _Options(files, top_k, prior)
-
-
-def _read_image_body(body: bytes, query: QueryParams) -> _Options:
-    unknown = sorted(set(query) - set(_OPTIONS))
-    if unknown:
-        raise ServingError(
-            400, f"unknown query parameter {unknown[0]!r}; an image body takes {list(_OPTIONS)}"
-        )
-    # An empty body is one empty file: decoding says "empty", as for an empty upload.
-    top_k, prior = _parse_options(query.get("top_k"), query.get("prior"), "query parameter")
-    return _Options([body], top_k, prior)
-
-
-def _parse_options(top_k: object, prior_text: object, where: str) -> tuple[int, object]:
-    """``top_k`` and ``prior`` given as text (form fields or query parameters), validated as in JSON."""
-    prior: object = None
-    if isinstance(prior_text, str) and prior_text.strip():
-        prior = prior_text.strip()
-        if prior.startswith("["):
-            try:
-                prior = json.loads(prior)
-            except json.JSONDecodeError as exc:
-                raise ServingError(400, f"prior is not a valid JSON list: {exc}") from exc
+async def _read_multipart(request: Request, requests: RequestModels) -> PredictInput:
+    limit = requests.limits.max_images
+    parser = MultiPartParser(request.headers, request.stream(), max_files=limit, max_fields=_FORM_FIELDS)
     try:
-        parsed = PredictJSONRequest.model_validate({"images": ["-"], "top_k": top_k or 5, "prior": prior})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ServingError(400, f"invalid {where} {err['loc'][0]}: {err['msg']}") from exc
-    return parsed.top_k, parsed.prior
+        form = await parser.parse()
+    except MultiPartException as exc:
+        # Starlette stops at the first file over max_files, so the count is never read in full.
+        if exc.message.startswith("Too many files"):
+            raise ServingError(413, f"more than {limit} images in one request; the limit is {limit}") from exc
+        raise ServingError(400, f"invalid multipart body: {exc.message}") from exc
+    try:
+        uploads = form.getlist("files")
+        if not uploads or any(not isinstance(u, UploadFile) for u in uploads):
+            raise ServingError(400, "no images in the request: form field 'files' must hold file uploads")
+        fields = [(name, value) for name, value in form.multi_items() if name != "files"]
+        if any(not isinstance(value, str) for _, value in fields):
+            raise ServingError(400, "only the form field 'files' may hold file uploads")
+        options = requests.options(
+            request.query_params.multi_items(), text_values(fields, "form field"), "form"
+        )
+        return PredictInput([await u.read() for u in uploads], options.top_k, options.prior)
+    finally:
+        await form.close()
 
 
-def _read_json(body: bytes) -> _Options:
-    parsed = PredictJSONRequest.model_validate_json(body)
-    files = []
-    for i, text in enumerate(parsed.images):
-        # Accept data URLs as a browser's FileReader writes them.
-        payload = text.split(",", 1)[1] if text.startswith("data:") else text
-        try:
-            files.append(base64.b64decode(payload, validate=True))
-        except (binascii.Error, ValueError) as exc:
-            raise ServingError(400, f"images[{i}] is not valid base64") from exc
-    return _Options(files, parsed.top_k, parsed.prior)
-
-
-async def _preprocess(files: list[bytes], cfg: PreprocessConfig, max_pixels: int) -> np.ndarray:
-    """The model input for the request's images, decoded in the event loop when they are small.
+def _decode_inline(
+    files: list[bytes | str], cfg: PreprocessConfig, settings: ServeSettings
+) -> np.ndarray | None:
+    """The model input, decoded right here when the request is small, else None (see ``_decode_in_pool``).
 
     Handing work to a thread and back costs more than decoding a Fashion-MNIST 28 x 28 PNG (about
     50 us), and with a small model that hand-off was a fifth of the serving throughput. So small
-    images are decoded right here, under a pixel cap that is checked from the header before any
-    pixel is decoded; images over it are decoded in a worker thread, under the real limit, so a
-    large image does not hold up the event loop.
+    images are decoded in the event loop: the bytes are counted first, then the pixels from the headers.
     """
-    inline_cap = min(max_pixels, INLINE_DECODE_PIXELS // len(files))
-    if cfg.resize * cfg.resize <= INLINE_DECODE_PIXELS:
-        try:
-            return _preprocess_all(files, cfg, inline_cap)
-        except ImageTooLargeError:
-            if inline_cap == max_pixels:
-                raise
-    return await run_in_threadpool(_preprocess_all, files, cfg, max_pixels)
+    if cfg.resize * cfg.resize > INLINE_DECODE_PIXELS or sum(map(len, files)) > INLINE_DECODE_BYTES:
+        return None
+    opened = _open_all(files, settings)
+    if sum(img.width * img.height for img in opened) > INLINE_DECODE_PIXELS:
+        return None
+    return _decode_all(opened, cfg, None)
 
 
-def _preprocess_all(files: list[bytes], cfg: PreprocessConfig, max_pixels: int) -> np.ndarray:
-    arrays = []
+async def _decode_in_pool(
+    files: list[bytes | str],
+    cfg: PreprocessConfig,
+    settings: ServeSettings,
+    pool: ThreadPoolExecutor,
+    deadline: float,
+) -> np.ndarray:
+    """The model input, decoded in the decoding threads, within the request's deadline.
+
+    The pool is small (``--decode-threads``), so large requests wait for each other rather than
+    take every core from the event loop and the model; the wait counts against the deadline, and a
+    request past it stops before its next image.
+    """
+    work = asyncio.get_running_loop().run_in_executor(
+        pool, lambda: _decode_all(_open_all(files, settings), cfg, deadline)
+    )
+    try:
+        return await asyncio.wait_for(work, max(deadline - time.perf_counter(), 0.0))
+    except (asyncio.TimeoutError, InferenceTimeoutError):
+        raise missed_deadline(settings.timeout_s) from None
+
+
+def _open_all(files: list[bytes | str], settings: ServeSettings) -> list[Image.Image]:
+    """Every image's header, checked: format, pixels each and pixels in all; nothing decoded yet."""
+    opened = []
+    total = 0
     for i, data in enumerate(files):
         try:
-            arrays.append(preprocess_bytes(data, cfg, max_pixels=max_pixels))
+            img = open_upload(
+                decode_base64_image(i, data) if isinstance(data, str) else data,
+                max_pixels=settings.max_image_pixels,
+            )
+        except ImageError as exc:
+            raise type(exc)(f"image {i}: {exc}") from exc
+        opened.append(img)
+        total += img.width * img.height
+    if total > settings.max_request_pixels:
+        raise ImageTooLargeError(
+            f"the request's {len(files)} images have {total} pixels in all, more than the limit of "
+            f"{settings.max_request_pixels} per request"
+        )
+    return opened
+
+
+def _decode_all(opened: list[Image.Image], cfg: PreprocessConfig, deadline: float | None) -> np.ndarray:
+    arrays = []
+    for i, img in enumerate(opened):
+        if deadline is not None and time.perf_counter() > deadline:
+            raise InferenceTimeoutError("past the deadline")
+        try:
+            arrays.append(preprocess_image(img, cfg))
         except ImageError as exc:
             raise type(exc)(f"image {i}: {exc}") from exc
     return np.stack(arrays)

@@ -7,6 +7,8 @@ from importlib.resources import files
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
+from livt.serving.security import PAGE_CSP
+
 STATIC_DIR = files("livt.serving") / "static"
 
 router = APIRouter(tags=["ui"])
@@ -14,4 +16,5 @@ router = APIRouter(tags=["ui"])
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def index() -> HTMLResponse:
-    return HTMLResponse((STATIC_DIR / "index.html").read_text(encoding="utf-8"))
+    page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    return HTMLResponse(page, headers={"Content-Security-Policy": PAGE_CSP})

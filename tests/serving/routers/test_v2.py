@@ -101,12 +101,16 @@ def _input(shape, data=None, datatype="FP32", name="input") -> dict:
     [
         ({"inputs": [_input([1, 3, 8, 8])]}, 400, "input shape"),
         ({"inputs": [_input([1, 3, 16, 16], datatype="FP16")]}, 400, "FP32"),
-        ({"inputs": [_input([1, 3, 16, 16], name="x")]}, 400, "named 'input'"),
+        ({"inputs": [_input([1, 3, 16, 16], name="x")]}, 400, "inputs.0.name: Input should be 'input'"),
         ({"inputs": [_input([1, 3, 16, 16], data=[0.0] * 5)]}, 400, "768"),
-        ({"inputs": [_input([1, 3, 16, 16], data=["a"] * 768)]}, 400, "numbers"),
-        ({"inputs": [_input([1, 3, 16, 16], data=[float("nan")] * 768)]}, 400, "NaN"),
+        ({"inputs": [_input([1, 3, 16, 16], data=["a"] * 768)]}, 400, "valid number"),
+        ({"inputs": [_input([1, 3, 16, 16], data=[float("nan")] * 768)]}, 400, "finite number"),
         ({"inputs": [_input([40, 3, 16, 16])]}, 413, "limit"),
-        ({"inputs": [_input([1, 3, 16, 16])], "outputs": [{"name": "features"}]}, 400, "unknown output"),
+        (
+            {"inputs": [_input([1, 3, 16, 16])], "outputs": [{"name": "features"}]},
+            400,
+            "'logits' or 'probabilities'",
+        ),
         (
             {
                 "inputs": [_input([1, 3, 16, 16])],
