@@ -19,7 +19,6 @@ from fastapi.staticfiles import StaticFiles
 from livt import __version__
 from livt.label_shift import total_variation
 from livt.serving.batching import DynamicBatcher
-from livt.serving.dependencies import ServingState
 from livt.serving.errors import install_error_handlers
 from livt.serving.inputs import RequestLimits, RequestModels
 from livt.serving.limits import BodySizeLimitMiddleware
@@ -30,6 +29,7 @@ from livt.serving.prior_monitor import PriorMonitor, PriorSnapshot
 from livt.serving.routers import metrics, predict, prior, ui, v2
 from livt.serving.security import BrowserGuardMiddleware
 from livt.serving.settings import ServeSettings
+from livt.serving.state import ServingState
 
 logger = logging.getLogger(__name__)
 

@@ -1,71 +1,15 @@
-"""What routes share: the app's serving state and the optional API key check."""
+"""What routes depend on: the app's serving state (``StateDep``) and the optional API key check."""
 
 from __future__ import annotations
 
 import hmac
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from typing import Annotated
 
-import numpy as np
-from fastapi import Request
+from fastapi import Depends, Request
 
-from livt.prior import PriorError
-from livt.serving.batching import DynamicBatcher
 from livt.serving.errors import ServingError
-from livt.serving.inputs import RequestModels
-from livt.serving.metrics import ServingMetrics
-from livt.serving.model import ESTIMATED_PRIOR, PriorSpec, ServedModel
-from livt.serving.prior_monitor import PriorMonitor
 from livt.serving.settings import ServeSettings
-
-
-@dataclass(frozen=True)
-class RequestPrior:
-    """The prior a request's probabilities are for: its mode, offset (None: the artifact's) and a note."""
-
-    mode: str
-    offset: np.ndarray | None
-    note: str | None = None
-
-
-@dataclass
-class ServingState:
-    """Created by the lifespan: one model, batcher, metrics registry, request models and decoder per app."""
-
-    settings: ServeSettings
-    model: ServedModel
-    batcher: DynamicBatcher
-    metrics: ServingMetrics
-    requests: RequestModels
-    decoder: ThreadPoolExecutor
-    prior_monitor: PriorMonitor | None = None
-
-    def resolve_prior(self, spec: PriorSpec) -> RequestPrior:
-        """A request's prior (None: the server's default); ``PriorError`` for one that cannot be used."""
-        if spec is None:
-            spec = self.settings.default_prior
-        if spec != ESTIMATED_PRIOR:
-            return RequestPrior(*self.model.resolve_prior(spec))
-        if self.prior_monitor is None:
-            raise PriorError(self.prior_unavailable_reason())
-        snapshot = self.prior_monitor.snapshot
-        images = 0 if snapshot is None else snapshot.estimate.images
-        if images < self.prior_monitor.min_images:
-            return RequestPrior(
-                "balanced",
-                self.model.prior_offset(None),
-                f"estimated prior not ready ({images} of {self.prior_monitor.min_images} images): balanced used",
-            )
-        return RequestPrior(ESTIMATED_PRIOR, self.model.prior_offset(snapshot.estimate.pi))
-
-    def prior_unavailable_reason(self) -> str:
-        if not self.model.has_balanced_logits:
-            info = self.model.info
-            return (
-                f"the model was trained with {info.loss!r} and tau {info.tau:g}: it has no balanced logits, "
-                "so there is no prior to estimate or apply"
-            )
-        return "prior estimation is off (start the server with --prior-window N > 0)"
+from livt.serving.state import ServingState
 
 
 def get_settings(request: Request) -> ServeSettings:
@@ -81,6 +25,9 @@ async def get_state(request: Request) -> ServingState:
     if state is None:
         raise ServingError(503, "the model is not loaded yet", {"Retry-After": "1"})
     return state
+
+
+StateDep = Annotated[ServingState, Depends(get_state)]
 
 
 async def require_api_key(request: Request) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 from fastapi import APIRouter, Depends
 
 from livt.label_shift import total_variation
-from livt.serving.dependencies import ServingState, get_state, require_api_key
+from livt.serving.dependencies import StateDep, require_api_key
 from livt.serving.errors import ServingError, responses
 from livt.serving.schemas import PriorEstimateResponse
 
@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1", tags=["v1"], dependencies=[Depends(require_api_
 
 
 @router.get("/prior", response_model=PriorEstimateResponse, responses=responses(401, 409))
-async def estimated_prior(state: ServingState = Depends(get_state)) -> PriorEstimateResponse:
+async def estimated_prior(state: StateDep) -> PriorEstimateResponse:
     """The EM estimate of the traffic's label prior over the last ``window`` images.
 
     ``ready`` says whether requests asking for the ``estimated`` prior get it (else balanced).

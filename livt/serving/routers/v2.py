@@ -17,9 +17,8 @@ from fastapi.responses import JSONResponse
 
 from livt import __version__
 from livt.artifact import INPUT_NAME, OUTPUT_NAMES
-from livt.serving.batching import InferenceTimeoutError
-from livt.serving.dependencies import ServingState, get_state, require_api_key
-from livt.serving.errors import ServingError, check_finite, missed_deadline, responses
+from livt.serving.dependencies import StateDep, require_api_key
+from livt.serving.errors import ServingError, responses
 from livt.serving.inputs import HEADER_LENGTH
 from livt.serving.schemas import (
     InferOutput,
@@ -31,6 +30,7 @@ from livt.serving.schemas import (
     ServerMetadata,
     TensorMetadata,
 )
+from livt.serving.state import ServingState
 
 EXTENSIONS = ["classification", "binary_tensor_data"]
 
@@ -59,14 +59,12 @@ async def ready(request: Request) -> Response:
 
 
 @router.get("/models/{name}", response_model=ModelMetadata, responses=responses(401, 404))
-async def model_metadata(name: str, state: ServingState = Depends(get_state)) -> ModelMetadata:
+async def model_metadata(name: str, state: StateDep) -> ModelMetadata:
     return _metadata(state, name, "")
 
 
 @router.get("/models/{name}/versions/{version}", response_model=ModelMetadata, responses=responses(401, 404))
-async def model_version_metadata(
-    name: str, version: str, state: ServingState = Depends(get_state)
-) -> ModelMetadata:
+async def model_version_metadata(name: str, version: str, state: StateDep) -> ModelMetadata:
     return _metadata(state, name, version)
 
 
@@ -83,7 +81,7 @@ def _metadata(state: ServingState, name: str, version: str) -> ModelMetadata:
 
 
 @router.get("/models/{name}/ready", response_model=ModelReadiness, responses=responses(401, 404))
-async def model_ready(name: str, state: ServingState = Depends(get_state)) -> ModelReadiness:
+async def model_ready(name: str, state: StateDep) -> ModelReadiness:
     _check_model(state, name, "")
     return ModelReadiness(name=name, ready=True)
 
@@ -91,9 +89,7 @@ async def model_ready(name: str, state: ServingState = Depends(get_state)) -> Mo
 @router.get(
     "/models/{name}/versions/{version}/ready", response_model=ModelReadiness, responses=responses(401, 404)
 )
-async def model_version_ready(
-    name: str, version: str, state: ServingState = Depends(get_state)
-) -> ModelReadiness:
+async def model_version_ready(name: str, version: str, state: StateDep) -> ModelReadiness:
     _check_model(state, name, version)
     return ModelReadiness(name=name, ready=True)
 
@@ -106,7 +102,7 @@ _INFER = {
 
 
 @router.post("/models/{name}/infer", **_INFER)
-async def infer(name: str, request: Request, state: ServingState = Depends(get_state)) -> Response:
+async def infer(name: str, request: Request, state: StateDep) -> Response:
     """Inputs: one FP32 tensor ``input`` ``[N, C, H, W]``. Outputs: ``logits``, ``probabilities``.
 
     When any output is binary the body is the JSON header followed by the tensors' bytes, with
@@ -116,9 +112,7 @@ async def infer(name: str, request: Request, state: ServingState = Depends(get_s
 
 
 @router.post("/models/{name}/versions/{version}/infer", **_INFER)
-async def infer_version(
-    name: str, version: str, request: Request, state: ServingState = Depends(get_state)
-) -> Response:
+async def infer_version(name: str, version: str, request: Request, state: StateDep) -> Response:
     """As ``/v2/models/{name}/infer``, for the model's one version."""
     return await _infer(state, name, version, request)
 
@@ -133,16 +127,8 @@ async def _infer(state: ServingState, name: str, version: str, request: Request)
     requested = req.outputs or [requests.requested_output(name=n) for n in OUTPUT_NAMES]
 
     model = state.model
-    prior = state.resolve_prior(params.prior)
-    timeout_s = state.settings.timeout_s
-    try:
-        result = await state.batcher.submit(batch, max(start + timeout_s - time.perf_counter(), 0.0))
-    except InferenceTimeoutError:
-        raise missed_deadline(timeout_s) from None
-    prediction = model.apply_prior(*result.outputs, prior.offset)
-    check_finite((prediction.logits, prediction.probabilities), batch, model.info.preprocess)
-    state.metrics.queue_time.observe(result.queue_s)
-    tensors = {"logits": prediction.logits, "probabilities": prediction.probabilities}
+    answer = await state.infer(batch, state.resolve_prior(params.prior), start + state.settings.timeout_s)
+    tensors = {"logits": answer.prediction.logits, "probabilities": answer.prediction.probabilities}
 
     outputs, chunks = [], []
     for out in requested:

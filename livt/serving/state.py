@@ -1,0 +1,98 @@
+"""The serving state the lifespan builds, and the one inference path every route takes.
+
+``ServingState.infer`` is what a prediction is, whatever the route: the batch joins a model call
+within the request's deadline, the artifact's outputs move to the request's prior, and outputs
+that are not finite are refused (the client's fault or the model's, see ``check_finite``).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from livt.prior import PriorError
+from livt.serving.batching import BatchResult, DynamicBatcher, InferenceTimeoutError, Reservation
+from livt.serving.errors import check_finite, missed_deadline
+from livt.serving.inputs import RequestModels
+from livt.serving.metrics import ServingMetrics
+from livt.serving.model import ESTIMATED_PRIOR, Prediction, PriorSpec, ServedModel
+from livt.serving.prior_monitor import PriorMonitor
+from livt.serving.settings import ServeSettings
+
+
+@dataclass(frozen=True)
+class RequestPrior:
+    """The prior a request's probabilities are for: its mode, offset (None: the artifact's) and a note."""
+
+    mode: str
+    offset: np.ndarray | None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Inference:
+    """One request's answer: its outputs under its prior, and how its model call went."""
+
+    prediction: Prediction
+    prior: RequestPrior
+    batch: BatchResult
+
+
+@dataclass
+class ServingState:
+    """Created by the lifespan: one model, batcher, metrics registry, request models and decoder per app."""
+
+    settings: ServeSettings
+    model: ServedModel
+    batcher: DynamicBatcher
+    metrics: ServingMetrics
+    requests: RequestModels
+    decoder: ThreadPoolExecutor
+    prior_monitor: PriorMonitor | None = None
+
+    async def infer(
+        self, batch: np.ndarray, prior: RequestPrior, deadline: float, reservation: Reservation | None = None
+    ) -> Inference:
+        """Run ``batch`` (through ``reservation`` when the request holds one) by ``deadline``."""
+        timeout_s = max(deadline - time.perf_counter(), 0.0)
+        try:
+            if reservation is not None:
+                result = await reservation.submit(batch, timeout_s)
+            else:
+                result = await self.batcher.submit(batch, timeout_s)
+        except InferenceTimeoutError:
+            raise missed_deadline(self.settings.timeout_s) from None
+        prediction = self.model.apply_prior(*result.outputs, prior.offset)
+        check_finite((prediction.logits, prediction.probabilities), batch, self.model.info.preprocess)
+        self.metrics.queue_time.observe(result.queue_s)
+        return Inference(prediction, prior, result)
+
+    def resolve_prior(self, spec: PriorSpec) -> RequestPrior:
+        """A request's prior (None: the server's default); ``PriorError`` for one that cannot be used."""
+        if spec is None:
+            spec = self.settings.default_prior
+        if spec != ESTIMATED_PRIOR:
+            return RequestPrior(*self.model.resolve_prior(spec))
+        if self.prior_monitor is None:
+            raise PriorError(self.prior_unavailable_reason())
+        snapshot = self.prior_monitor.snapshot
+        images = 0 if snapshot is None else snapshot.estimate.images
+        if images < self.prior_monitor.min_images:
+            return RequestPrior(
+                "balanced",
+                self.model.prior_offset(None),
+                f"estimated prior not ready ({images} of {self.prior_monitor.min_images} images): balanced used",
+            )
+        return RequestPrior(ESTIMATED_PRIOR, self.model.prior_offset(snapshot.estimate.pi))
+
+    def prior_unavailable_reason(self) -> str:
+        if not self.model.has_balanced_logits:
+            info = self.model.info
+            return (
+                f"the model was trained with {info.loss!r} and tau {info.tau:g}: it has no balanced logits, "
+                "so there is no prior to estimate or apply"
+            )
+        return "prior estimation is off (start the server with --prior-window N > 0)"
