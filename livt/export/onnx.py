@@ -8,6 +8,7 @@ in 18), so it is used for ``opset >= 18`` only, where it gives the leaner graph.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import warnings
@@ -49,14 +50,24 @@ def export_onnx(
     metadata: dict[str, Any],
     *,
     opset: int = DEFAULT_OPSET,
+    contrib_attention: bool = False,
 ) -> None:
-    """Write ``module`` (returning ``(logits, probabilities)``) to ``path`` as one ONNX file.
+    """Write ``module`` (a ``FoldedClassifier``, returning ``(logits, probabilities)``) to ``path``.
 
-    The batch axis is dynamic; ``metadata`` goes into ``metadata_props["livt"]``.
+    One ONNX file, the batch axis dynamic, ``metadata`` in ``metadata_props["livt"]``. The ViT's
+    attention is exported as ``livt.export.attention`` says: standard ops, or ONNX Runtime's fused
+    contrib op with ``contrib_attention`` (then only ONNX Runtime runs the file). ``module`` itself
+    is left as it is.
     """
+    from livt.export.attention import CONTRIB_DOMAIN, for_export
+
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is too old: LayerNormalization needs opset >= {MIN_OPSET}")
-    module = module.eval()
+    if contrib_attention and opset != DEFAULT_OPSET:
+        raise ValueError(f"the fused attention is exported at opset {DEFAULT_OPSET} (TorchScript exporter)")
+    module = copy.deepcopy(module).eval()
+    for_export(module.model, contrib=contrib_attention)
+    custom_opsets = {CONTRIB_DOMAIN: 1} if contrib_attention else None
     # Batch 2, not 1: a batch of 1 invites exporters to specialise the batch axis away.
     example = torch.zeros(2, *input_shape)
     with torch.no_grad(), warnings.catch_warnings():
@@ -87,6 +98,7 @@ def export_onnx(
                     opset_version=opset,
                     dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)},
                     dynamo=False,
+                    custom_opsets=custom_opsets,
                 )
                 model = onnx.load(str(tmp))
             finally:

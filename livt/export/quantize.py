@@ -1,7 +1,8 @@
 """ONNX Runtime graph optimisation and INT8 quantisation of an exported model.
 
-- ``optimize_onnx``: ORT's transformer optimizer (``model_type="vit"``) fuses attention,
-  LayerNorm and GELU into ORT contrib ops; the result runs on ONNX Runtime only.
+- ``optimize_onnx``: ORT's transformer optimizer (``model_type="vit"``) fuses LayerNorm with the
+  residual additions and GELU with its bias into ORT contrib ops, on a graph whose attention is
+  already ORT's fused ``Attention`` (``livt.export.attention``); the result runs on ONNX Runtime only.
 - ``quantize_int8_dynamic``: weights INT8, activations quantised on the fly; ORT's recommended CPU
   path for transformers (no calibration data).
 - ``quantize_int8_static``: QDQ (QuantizeLinear/DequantizeLinear pairs) with activation ranges

@@ -37,15 +37,19 @@ def export_variants(
     variants: dict[str, Path] = {FP32: tmp / "model.onnx"}
     export_onnx(folded, variants[FP32], source.input_shape, metadata(), opset=opts.opset)
     if opts.optimize:
+        # ONNX Runtime's fused attention, then its transformer optimizer for what is left to fuse.
+        fused = tmp / "model.fused-attention.onnx"
+        export_onnx(folded, fused, source.input_shape, metadata(), opset=opts.opset, contrib_attention=True)
         variants["onnx-optimized"] = tmp / "model.opt.onnx"
         cfg = source.meta["model"]
         optimize_onnx(
-            variants[FP32],
+            fused,
             variants["onnx-optimized"],
             metadata(),
             num_heads=int(cfg["num_heads"]),
             hidden_size=int(cfg["embed_dim"]),
         )
+        fused.unlink()
     mode = opts.resolved_int8_mode
     if mode is not None:
         name = f"onnx-{INT8_MODES[mode]}"
