@@ -58,3 +58,11 @@ def test_access_log_is_off_unless_asked_for(artifact: Path, flag: list[str]):
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert ('"POST /v1/predict HTTP/1.1" 200' in err) == bool(flag), err
+
+
+def test_version(capsys):
+    from livt import __version__
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"livt-serve {__version__}"
