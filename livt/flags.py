@@ -1,4 +1,5 @@
-"""Command-line flags generated from typed dataclasses (the training stage configs, export options).
+"""Typed dataclasses (the training stage configs, export options) to and from the command line and
+plain data: flags generated from their fields, YAML values coerced to their types, choices checked.
 
 Each field becomes ``--field-name`` (underscores to dashes) with the type of its annotation, the help
 text of its metadata and its default named in that help, so a default is written once, in the
@@ -83,3 +84,62 @@ def _nullable(type_: type) -> Any:
 
     parse.__name__ = getattr(type_, "__name__", "value")
     return parse
+
+
+def plain_values(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
+    """``data`` (as YAML reads it) with each value converted to its field's type in dataclass ``cls``.
+
+    Raises ``ValueError`` naming the unknown keys (and the known ones) or the value of the wrong type.
+    """
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) in {where}: {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    hints = typing.get_type_hints(cls)
+    return {k: _coerce(k, v, hints[k]) for k, v in data.items()}
+
+
+def check_choices(obj: Any) -> None:
+    """Raise ``ValueError`` for a field of dataclass instance ``obj`` outside its ``choices`` metadata."""
+    for f in dataclasses.fields(obj):
+        choices = f.metadata.get("choices")
+        value = getattr(obj, f.name)
+        if choices is not None and value is not None and value not in choices:
+            raise ValueError(f"{f.name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Convert a plain value to the field's type; YAML reads ``1e-3`` as a string, for one."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        args = typing.get_args(hint)
+    origin = typing.get_origin(hint) or hint
+    try:
+        if origin is bool:
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if origin in (int, float):
+            if isinstance(value, bool) or (
+                origin is int and isinstance(value, float) and not value.is_integer()
+            ):
+                raise TypeError
+            return origin(value)
+        if origin is str:
+            if not isinstance(value, str):
+                raise TypeError
+            return value
+        if origin is tuple:
+            return tuple(_coerce(name, v, args[0]) for v in value)
+        if origin is dict:
+            if not isinstance(value, dict):
+                raise TypeError
+            return dict(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: expected {getattr(hint, '__name__', hint)}, got {value!r}") from exc
+    return value

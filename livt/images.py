@@ -22,6 +22,18 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 ALPHA_BACKGROUND = (255, 255, 255)
 
+# The resize filters by the names that timm, the configs and the artifact's ``preprocess`` block use:
+# the one list of interpolations (training validates against it, serving resizes with it).
+RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+INTERPOLATIONS = tuple(RESAMPLE)
+
 _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 # What Pillow raises for corrupt or truncated data, depending on the format's decoder.

@@ -1,36 +1,44 @@
-"""Long-tailed image data sets, long-tail profiles and transforms (see docs/architecture.md)."""
+"""Long-tailed image data sets, long-tail profiles and transforms (see docs/architecture.md).
 
-from livt.data.base import ArrayDataset, DatasetInfo, FileDataset, LTDataset
-from livt.data.datasets import (
-    build_dataset,
-    dataset_options,
-    list_datasets,
-    register_dataset,
-)
-from livt.data.formats import DatasetNotFoundError
-from livt.data.longtail import class_groups, longtail_counts, longtail_indices
-from livt.data.transforms import (
-    build_eval_transform,
-    build_mixup,
-    build_train_transform,
-    eval_preprocess_config,
-)
+The names below are imported on first use, so ``livt.data.longtail`` (numpy only: the long-tail
+profiles and the Many/Few thresholds) loads without torch, for the configs and the CLI's parser.
+"""
 
-__all__ = [
-    "ArrayDataset",
-    "DatasetInfo",
-    "DatasetNotFoundError",
-    "FileDataset",
-    "LTDataset",
-    "build_dataset",
-    "build_eval_transform",
-    "build_mixup",
-    "build_train_transform",
-    "class_groups",
-    "dataset_options",
-    "eval_preprocess_config",
-    "list_datasets",
-    "longtail_counts",
-    "longtail_indices",
-    "register_dataset",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ArrayDataset": "livt.data.base",
+    "DatasetInfo": "livt.data.base",
+    "FileDataset": "livt.data.base",
+    "LTDataset": "livt.data.base",
+    "build_dataset": "livt.data.datasets",
+    "dataset_options": "livt.data.datasets",
+    "infer_options": "livt.data.datasets",
+    "list_datasets": "livt.data.datasets",
+    "register_dataset": "livt.data.datasets",
+    "DatasetNotFoundError": "livt.data.formats",
+    "class_groups": "livt.data.longtail",
+    "longtail_counts": "livt.data.longtail",
+    "longtail_indices": "livt.data.longtail",
+    "build_eval_transform": "livt.data.transforms",
+    "build_mixup": "livt.data.transforms",
+    "build_train_transform": "livt.data.transforms",
+    "eval_preprocess_config": "livt.data.transforms",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

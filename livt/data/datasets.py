@@ -64,6 +64,8 @@ LIST_FILES = {
 
 
 _REGISTRY: dict[str, Callable[..., LTDataset]] = {}
+# Data sets whose format is read from their files: ``fn(data_root, options) -> the unset options``.
+_INFERENCE: dict[str, Callable[[Any, dict[str, Any]], dict[str, Any]]] = {}
 
 
 def register_dataset(name: str) -> Callable[[Callable[..., LTDataset]], Callable[..., LTDataset]]:
@@ -86,6 +88,18 @@ def dataset_options(name: str) -> dict[str, Any]:
     builder = _get_builder(name)
     params = inspect.signature(builder).parameters.values()
     return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def infer_options(name: str, data_root: str | Path | None = None, **options: Any) -> dict[str, Any]:
+    """The options data set ``name`` reads from its files where ``options`` leaves them unset.
+
+    Passing them back builds the same data set without looking again: a run infers once and records
+    the values (its config.yaml and meta.json). Only ``imagefolder`` infers (image_size, channels,
+    mean, std, logged); ``{}`` for the data sets of a fixed format.
+    """
+    _get_builder(name)
+    infer = _INFERENCE.get(name)
+    return {} if infer is None else infer(data_root, options)
 
 
 def build_dataset(
@@ -280,41 +294,41 @@ def _imagefolder(
     imbalance_factor: float = 1.0,
     profile: str = "exp",
     seed: int = 0,
-    image_size: int = 224,
-    channels: int = 3,
+    image_size: int | None = None,
+    channels: int | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     classes: Sequence[str] | None = None,
 ) -> FileDataset:
     """``data_root/{train,val,test}/<class>/<image>``; optional long-tail subsampling of train.
 
-    ``classes`` fixes the label space (e.g. a trained model's classes, so a folder without a train
-    split can be scored); by default it is the sorted class folders of ``data_root/train``.
+    ``image_size``, ``channels``, ``mean`` and ``std`` left unset are what the training images are
+    (``infer_options``). ``classes`` fixes the label space (e.g. a trained model's classes, so a
+    folder without a train split can be scored); by default it is the sorted class folders of
+    ``data_root/train``.
     """
     root = _require_root("imagefolder", data_root)
-    if channels not in (1, 3):
-        raise ValueError(f"imagefolder channels must be 1 or 3, got {channels}")
-    # ImageNet statistics by default; a single grey channel takes the mean of the three.
-    mean = tuple(map(float, mean)) if mean is not None else _to_channels(IMAGENET_DEFAULT_MEAN, channels)
-    std = tuple(map(float, std)) if std is not None else _to_channels(IMAGENET_DEFAULT_STD, channels)
-    if len(mean) != channels or len(std) != channels:
-        raise ValueError(f"imagefolder mean and std need {channels} value(s), got {mean} and {std}")
     if classes is None:
         classes = imagefolder.scan_classes(root)
     else:
         classes = [classes] if isinstance(classes, str) else [str(c) for c in classes]
         if not classes or len(set(classes)) != len(classes):
             raise ValueError(f"imagefolder classes must be distinct names, at least one, got {classes}")
+    given = {"image_size": image_size, "channels": channels, "mean": mean, "std": std}
+    fmt = {**given, **imagefolder.infer_options(root, {**given, "classes": classes}, split)}
+    channels = fmt["channels"]
+    mean, std = tuple(map(float, fmt["mean"])), tuple(map(float, fmt["std"]))
+    if len(mean) != channels or len(std) != channels:
+        raise ValueError(f"imagefolder mean and std need {channels} value(s), got {mean} and {std}")
     samples = imagefolder.scan_split(root, split, classes)
     if split == "train":
         keep = longtail_subset([t for _, t in samples], len(classes), imbalance_factor, profile, seed)
         samples = [samples[i] for i in keep]
-    info = DatasetInfo("imagefolder", tuple(classes), channels, image_size, mean, std)
+    info = DatasetInfo("imagefolder", tuple(classes), channels, int(fmt["image_size"]), mean, std)
     return FileDataset(info, samples, transform, source_dir=root)
 
 
-def _to_channels(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
-    return values if channels == 3 else (round(sum(values) / 3, 4),)
+_INFERENCE["imagefolder"] = imagefolder.infer_options
 
 
 @register_dataset("synthetic")

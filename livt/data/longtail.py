@@ -16,6 +16,11 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 PROFILES = ("exp", "step")
+# The Many / Medium / Few split of the long-tail literature (Liu et al. 2019, OLTR): many-shot classes
+# have more than 100 training images, few-shot ones fewer than 20. A run records the pair it used in
+# meta.json (``many_threshold``, ``few_threshold``), which evaluation and export read back.
+MANY_THRESHOLD = 100
+FEW_THRESHOLD = 20
 
 # The held-out (val) draw uses its own stream of the user's seed so that it is independent of the
 # subsampling permutation while staying a pure function of ``seed``.
@@ -119,7 +124,9 @@ def holdout_split(
     return train, np.sort(np.concatenate(val)).astype(np.int64)
 
 
-def class_groups(class_counts: Sequence[int], many: int = 100, few: int = 20) -> dict[str, list[int]]:
+def class_groups(
+    class_counts: Sequence[int], many: int = MANY_THRESHOLD, few: int = FEW_THRESHOLD
+) -> dict[str, list[int]]:
     """Split class indices by training count: ``many`` (> many), ``medium`` (few..many), ``few`` (< few)."""
     if few > many:
         raise ValueError(f"few threshold ({few}) must not exceed many threshold ({many})")

@@ -19,9 +19,9 @@ from timm.data import auto_augment as timm_aa
 from torchvision import transforms
 
 from livt.data.base import DatasetInfo
+from livt.images import INTERPOLATIONS
 
 STAGES = ("pretrain", "finetune")
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 
 # MAE's pretraining augmentation.
 PRETRAIN_DEFAULTS: dict[str, Any] = {"scale": (0.2, 1.0), "hflip": 0.5}

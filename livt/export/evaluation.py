@@ -11,8 +11,7 @@ from livt.export.calibration import CalibrationChoice
 from livt.export.fold import PriorFold
 from livt.export.options import ExportOptions
 from livt.export.variants import FP32
-
-_EVAL_KEYS = ("top1", "balanced_acc", "many", "medium", "few", "ece", "nll")
+from livt.training.metrics import SCALAR_METRICS
 
 
 def evaluate_variants(
@@ -38,7 +37,7 @@ def evaluate_variants(
     results = {}
     for name, z in all_logits.items():
         metrics = compute_metrics(z, y, class_counts, many=opts.many, few=opts.few)
-        results[name] = {k: (None if metrics[k] is None else float(metrics[k])) for k in _EVAL_KEYS}
+        results[name] = {k: (None if metrics[k] is None else float(metrics[k])) for k in SCALAR_METRICS}
     entry = {
         "split": opts.eval_split,
         "samples": len(y),

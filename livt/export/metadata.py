@@ -13,13 +13,11 @@ from typing import Any
 
 import livt
 from livt.artifact import FORMAT_VERSION, INPUT_NAME, METADATA_KEY, OUTPUT_NAMES
+from livt.training.metrics import SCALAR_METRICS
 
 QUANTIZATION_MODES = (None, "int8-dynamic", "int8-qdq")
 # The run's metrics.json subset worth carrying (per-class lists and confusion matrices stay behind).
-_METRIC_KEYS = (
-    "top1", "top5", "balanced_acc", "many", "medium", "few", "many_threshold", "few_threshold",
-    "ece", "mce", "nll",
-)  # fmt: skip
+_METRIC_KEYS = (*SCALAR_METRICS, "many_threshold", "few_threshold")
 _VERSIONED = ("torch", "onnx", "onnxruntime", "timm")
 
 

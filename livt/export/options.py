@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from livt.data.longtail import FEW_THRESHOLD, MANY_THRESHOLD
 from livt.export.errors import ExportError
 from livt.prior import DEFAULT_RULE, PRIOR_RULES
 
@@ -98,12 +99,12 @@ class ExportOptions:
     eval_limit: int | None = _opt(None, "evaluate on at most this many images", "verification and evaluation")
     many: int | None = _opt(
         None,
-        "many-shot: more training images than this (default: the run's, else 100)",
+        f"many-shot: more training images than this (default: the run's, else {MANY_THRESHOLD})",
         "verification and evaluation",
     )
     few: int | None = _opt(
         None,
-        "few-shot: fewer training images than this (default: the run's, else 20)",
+        f"few-shot: fewer training images than this (default: the run's, else {FEW_THRESHOLD})",
         "verification and evaluation",
     )
     threads: int | None = _opt(

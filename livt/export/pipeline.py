@@ -24,8 +24,6 @@ from livt.prior import PriorError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MANY, DEFAULT_FEW = 100, 20
-
 
 @dataclass
 class ExportSplits:
@@ -51,7 +49,7 @@ def run_export(opts: ExportOptions) -> ExportResult:
         if reason:
             raise ExportError(f"cannot build a TensorRT engine: {reason}")
     source = load_source(opts.run_dir, opts.checkpoint)
-    opts = group_thresholds(opts, source.run_metrics)
+    opts = group_thresholds(opts, source.meta)
     meta = source.meta
     try:
         fold = resolve_prior_fold(
@@ -104,13 +102,16 @@ def run_export(opts: ExportOptions) -> ExportResult:
         return publish(opts, variants, folded, splits.x_check, metadata, out, tmp, report)
 
 
-def group_thresholds(opts: ExportOptions, run_metrics: dict[str, Any]) -> ExportOptions:
-    """Fill unset ``many``/``few`` from the run's metrics.json, so export groups classes as training did."""
-    many = opts.many if opts.many is not None else run_metrics.get("many_threshold", DEFAULT_MANY)
-    few = opts.few if opts.few is not None else run_metrics.get("few_threshold", DEFAULT_FEW)
+def group_thresholds(opts: ExportOptions, meta: dict[str, Any]) -> ExportOptions:
+    """Fill unset ``many``/``few`` from the run's meta.json, so export groups classes as training did."""
+    from livt.training.checkpoint import recorded_thresholds
+
+    run_many, run_few = recorded_thresholds(meta)
+    many = opts.many if opts.many is not None else run_many
+    few = opts.few if opts.few is not None else run_few
     if not 0 <= few <= many:
         raise ExportError(
-            f"need 0 <= few ({few}) <= many ({many}) (unset ones come from the run's metrics.json)"
+            f"need 0 <= few ({few}) <= many ({many}) (unset ones come from the run's meta.json)"
         )
     logger.info("many-shot: > %d training images, few-shot: < %d", many, few)
     return replace(opts, many=int(many), few=int(few))

@@ -13,18 +13,9 @@ import numpy as np
 from torch import nn
 
 from livt.export.errors import ExportError
-from livt.training.checkpoint import (
-    WEIGHTS_FILE,
-    CheckpointError,
-    find_checkpoint,
-    load_checkpoint_meta,
-    load_model_weights,
-    recorded_sha256,
-)
+from livt.training.checkpoint import CheckpointError, load_classifier, recorded_sha256
 
 logger = logging.getLogger(__name__)
-
-_REQUIRED_META = ("stage", "model", "classes", "class_counts", "loss", "tau", "preprocess", "dataset")
 
 
 @dataclass
@@ -54,42 +45,11 @@ def load_source(run_dir: Path, checkpoint: str = "best") -> ExportSource:
     Raises ``ExportError`` for a missing folder, a pretrain run, an incomplete ``meta.json`` or
     weights that do not match it (damaged, or of another model).
     """
-    from livt.models import ViTConfig, create_classifier
-
     run_dir = Path(run_dir)
     try:
-        ckpt_dir = find_checkpoint(run_dir, checkpoint)
-        meta = load_checkpoint_meta(ckpt_dir)
+        model, ckpt_dir, meta = load_classifier(run_dir, checkpoint)
     except CheckpointError as exc:
         raise ExportError(str(exc)) from exc
-    if meta.get("stage") != "finetune":
-        raise ExportError(
-            f"{ckpt_dir} is a {meta.get('stage')!r} checkpoint; export needs a fine-tuned classifier "
-            "(run `livt-train finetune` on it first)"
-        )
-    missing = [k for k in _REQUIRED_META if k not in meta]
-    if missing:
-        raise ExportError(f"{ckpt_dir}/meta.json lacks {missing}; was it written by livt-train?")
-    if len(meta["classes"]) != len(meta["class_counts"]) or meta["model"].get("num_classes") != len(
-        meta["classes"]
-    ):
-        raise ExportError(f"{ckpt_dir}/meta.json: classes, class_counts and model.num_classes disagree")
-
-    try:
-        model = create_classifier(ViTConfig.from_dict(meta["model"]))
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ExportError(f"{ckpt_dir}/meta.json: invalid model config: {exc}") from exc
-    try:
-        weights = load_model_weights(ckpt_dir)
-    except CheckpointError as exc:
-        raise ExportError(str(exc)) from exc
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as exc:
-        # Missing/unexpected keys or shape mismatches against meta.json's model.
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"{ckpt_dir}/{WEIGHTS_FILE}: cannot load the weights: {reason}") from exc
-    model.eval()
     run_metrics = _read_run_metrics(run_dir / "metrics.json")
     return ExportSource(run_dir, ckpt_dir, meta, model, recorded_sha256(ckpt_dir), run_metrics)
 

@@ -14,6 +14,7 @@ import sys
 
 from pydantic import ValidationError
 
+from livt import __version__
 from livt.serving.artifact import ArtifactError
 from livt.serving.settings import ServeSettings
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     add = parser.add_argument
+    add("--version", action="version", version=f"%(prog)s {__version__}")
     add("--model", help="the artifact: model.onnx, or model.plan with model.plan.json")
     add("--model-name", help="name under /v2/models/{name} (default: livt)")
     add("--sha256", help="expected sha256 of the artifact (default: ARTIFACT.sha256 if present)")

@@ -27,17 +27,9 @@ import numpy as np
 from PIL import Image
 
 from livt import images
+from livt.images import RESAMPLE
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
-
-_RESAMPLE = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-    "box": Image.Resampling.BOX,
-    "hamming": Image.Resampling.HAMMING,
-}
 
 
 class ImageError(ValueError):
@@ -83,9 +75,9 @@ class PreprocessConfig:
             raise ValueError(
                 f"preprocess.img_size/resize must be positive, got {self.img_size}/{self.resize}"
             )
-        if self.interpolation not in _RESAMPLE:
+        if self.interpolation not in RESAMPLE:
             raise ValueError(
-                f"preprocess.interpolation {self.interpolation!r} is not one of {sorted(_RESAMPLE)}"
+                f"preprocess.interpolation {self.interpolation!r} is not one of {sorted(RESAMPLE)}"
             )
 
     @classmethod
@@ -122,7 +114,7 @@ def transform(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
     # Pillow's resize to the same size and a crop of the whole image are copies: skip them, as
     # images already at the model's size (the common case for a small model) are half the work.
     if size != img.size:
-        img = img.resize(size, _RESAMPLE[cfg.interpolation])
+        img = img.resize(size, RESAMPLE[cfg.interpolation])
 
     crop = cfg.img_size
     left, top = _crop_offset(img.width, crop), _crop_offset(img.height, crop)

@@ -11,6 +11,7 @@ file damaged on disk or in a copy is refused in one line naming it, never traine
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from livt.artifact import sha256_file
+from livt.data.longtail import FEW_THRESHOLD, MANY_THRESHOLD
 
 _logger = logging.getLogger(__name__)
 
@@ -36,6 +38,8 @@ META_FILE = "meta.json"
 STATE_FILE = "state.pt"
 # meta.json key: {file name: {"sha256": hex, "size": bytes}} for every other file of the checkpoint.
 FILES_KEY = "files"
+# What a fine-tuned classifier's meta.json must hold for it to be evaluated or exported.
+CLASSIFIER_KEYS = ("stage", "model", "classes", "class_counts", "loss", "tau", "preprocess", "dataset")
 
 
 class CheckpointError(RuntimeError):
@@ -50,6 +54,9 @@ def atomic_write(path: Path, write: Any) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        # mkstemp makes the file 0600 (and a writer may make its own file anew): a run's outputs are
+        # for the group to read, as open() would have made them.
+        os.chmod(tmp, _new_file_mode())
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -62,6 +69,15 @@ def atomic_write(path: Path, write: Any) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+@functools.cache
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 less the process umask (read once: setting it is
+    the only way to read it)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -184,6 +200,65 @@ def recorded_sha256(ckpt_dir: Path, name: str = WEIGHTS_FILE) -> str:
     """
     entry = load_checkpoint_meta(ckpt_dir).get(FILES_KEY, {}).get(name)
     return entry["sha256"] if entry else sha256_file(Path(ckpt_dir) / name)
+
+
+class Classifier(NamedTuple):
+    """A fine-tuned classifier in eval mode, the checkpoint it came from and that checkpoint's meta.json."""
+
+    model: nn.Module
+    ckpt_dir: Path
+    meta: dict[str, Any]
+
+
+def load_classifier(run_dir: Path, which: str = "best") -> Classifier:
+    """The classifier of a fine-tuned run folder's ``checkpoints/<which>`` (``best`` falls back to
+    ``last``), built from its ``meta.json`` and loaded (verified) strictly, in eval mode.
+
+    The one way evaluation and export load a trained model. Raises ``CheckpointError`` for a missing
+    run, a pretrain run, an incomplete or inconsistent ``meta.json``, or weights that are damaged or
+    of another model.
+    """
+    from livt.models import ViTConfig, create_classifier
+
+    ckpt_dir = find_checkpoint(run_dir, which)
+    meta = load_checkpoint_meta(ckpt_dir)
+    if meta.get("stage") != "finetune":
+        raise CheckpointError(
+            f"{ckpt_dir} is a {meta.get('stage')!r} checkpoint, not a fine-tuned classifier "
+            "(run `livt-train finetune` on it first)"
+        )
+    missing = [k for k in CLASSIFIER_KEYS if k not in meta]
+    if missing:
+        raise CheckpointError(f"{ckpt_dir}/{META_FILE} lacks {missing}; was it written by livt-train?")
+    num_classes = meta["model"].get("num_classes") if isinstance(meta["model"], dict) else None
+    if not len(meta["classes"]) == len(meta["class_counts"]) == num_classes:
+        raise CheckpointError(f"{ckpt_dir}/{META_FILE}: classes, class_counts and model.num_classes disagree")
+    try:
+        model = create_classifier(ViTConfig.from_dict(meta["model"]))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{ckpt_dir}/{META_FILE}: invalid model config: {exc}") from exc
+    weights = load_model_weights(ckpt_dir)
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        # Missing/unexpected keys or shape mismatches against meta.json's model.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{ckpt_dir}/{WEIGHTS_FILE}: cannot load the weights: {reason}") from exc
+    return Classifier(model.eval(), ckpt_dir, meta)
+
+
+def recorded_thresholds(meta: dict[str, Any]) -> tuple[int, int]:
+    """``(many, few)``: the Many/Few thresholds a fine-tuning run recorded in its ``meta.json``.
+
+    A checkpoint written before they were recorded gets the defaults, with a warning.
+    """
+    if "many_threshold" in meta and "few_threshold" in meta:
+        return int(meta["many_threshold"]), int(meta["few_threshold"])
+    _logger.warning(
+        "meta.json records no Many/Few thresholds (written before livt kept them): using %d/%d",
+        MANY_THRESHOLD, FEW_THRESHOLD,
+    )  # fmt: skip
+    return MANY_THRESHOLD, FEW_THRESHOLD
 
 
 def _verified(ckpt_dir: Path, name: str) -> Path:

@@ -1,7 +1,8 @@
-"""``livt-train pretrain | finetune | evaluate``: a thin layer from flags to the stage functions.
+"""``livt-train pretrain | finetune | evaluate | list``: a thin layer from flags to the stage functions.
 
 Flags mirror the stage config fields (``--batch-size`` sets ``batch_size``); only flags given
 explicitly override the recipe / config file. Known errors print one line and exit with status 2.
+A stage ends by printing where it wrote and the command that comes next.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,28 +20,40 @@ import yaml
 from torch._dynamo.exc import BackendCompilerFailed
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from livt import __version__
+from livt.data import DatasetNotFoundError
 from livt.flags import add_dataclass_flags, field_flag
 from livt.training.checkpoint import CheckpointError
 from livt.training.config import (
+    MODEL_SIZE_FIELDS,
     STAGE_CONFIGS,
     ConfigError,
     EvaluateConfig,
+    TrainConfig,
     build_config,
+    config_to_yaml,
     list_recipes,
 )
 from livt.training.distributed import cleanup
 from livt.training.engine import TrainingDiverged
+from livt.training.rundir import plan_run_dir, run_log
 
 # The data set's own "files not found" errors are FileNotFoundError (or subclasses).
 KNOWN_ERRORS = (ConfigError, CheckpointError, TrainingDiverged, FileNotFoundError, PermissionError)
+LISTS = ("recipes", "models", "datasets", "losses")
 
 # Flags that fill ``dataset_options`` instead of a config field.
-_DATA_FLAGS = {
-    "imbalance_factor": (float, "long-tail imbalance factor (1 = no subsampling)"),
-    "profile": (str, "long-tail profile: exp | step"),
-    "val_per_class": (int, "images per class in the balanced val split"),
-    "data_seed": (int, "seed of the long-tail subsampling (dataset option 'seed')"),
+_DATA_FLAGS: dict[str, dict[str, Any]] = {
+    "imbalance_factor": {"type": float, "help": "long-tail imbalance factor (1 = no subsampling)"},
+    "profile": {"type": str, "help": "long-tail profile: exp | step"},
+    "val_per_class": {"type": int, "help": "images per class in the balanced val split"},
+    "data_seed": {"type": int, "help": "seed of the long-tail subsampling (dataset option 'seed')"},
+    "channels": {"type": int, "help": "image folder: 1 (grey) or 3 (default: what the images are)"},
+    "mean": {"type": float, "nargs": "+", "help": "image folder: per-channel mean (default: computed)"},
+    "std": {"type": float, "nargs": "+", "help": "image folder: per-channel std (default: computed)"},
 }
+# What a finetune after a pretrain run needs again: the same data, and the encoder's shape.
+_CARRIED = ("recipe", "dataset", "data_root", "model", "img_size", *MODEL_SIZE_FIELDS, *_DATA_FLAGS, "device")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,7 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"livt-train {args.command}: error: --compile failed (run without it): {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"livt-train {args.command}: interrupted; continue with --resume", file=sys.stderr)
+        print(
+            f"livt-train {args.command}: interrupted; a run that saved a checkpoint continues with "
+            "--resume --out RUN_DIR",
+            file=sys.stderr,
+        )
         return 130
     finally:
         cleanup()
@@ -65,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="livt-train", description="LiVT training: MGP, BFT and evaluation")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for stage, helptext in (
         ("pretrain", "masked generative pretraining (MAE) on the long-tailed training images"),
@@ -78,9 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument(
+            "--print-config", action="store_true", help="print the resolved config as YAML and exit"
+        )
         add_dataclass_flags(p, STAGE_CONFIGS[stage])
-        for name, (type_, help_) in _DATA_FLAGS.items():
-            p.add_argument(field_flag(name), type=type_, help=help_)
+        for name, kwargs in _DATA_FLAGS.items():
+            p.add_argument(field_flag(name), **kwargs)
         p.add_argument("--data-opt", action="append", metavar="KEY=VALUE", help="any other dataset option")
         if stage == "finetune":
             p.add_argument("--loss-opt", action="append", metavar="KEY=VALUE", help="any other loss option")
@@ -93,14 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_dataclass_flags(p, EvaluateConfig)
     p.set_defaults(handler=_run_evaluate)
+    p = sub.add_parser("list", help="the recipes, models, data sets and losses there are")
+    p.add_argument("what", nargs="?", choices=LISTS, help="one list (default: all)")
+    p.set_defaults(handler=_run_list)
     return parser
 
 
 def _run_stage(args: argparse.Namespace) -> int:
     flags = vars(args)
-    overrides = {
-        k: v for k, v in flags.items() if k in {f.name for f in dataclasses.fields(STAGE_CONFIGS[args.stage])}
-    }
+    fields = {f.name for f in dataclasses.fields(STAGE_CONFIGS[args.stage])}
+    overrides = {k: v for k, v in flags.items() if k in fields}
     data_options = {("seed" if k == "data_seed" else k): flags[k] for k in _DATA_FLAGS if k in flags}
     data_options.update(_key_values(flags.get("data_opt", []), "--data-opt"))
     if data_options:
@@ -112,21 +136,64 @@ def _run_stage(args: argparse.Namespace) -> int:
     if resume and recipe is None and config is None and "out" in flags:
         # Continuing a run: its own config.yaml is the starting point.
         config = Path(flags["out"]) / "config.yaml"
-    cfg = build_config(args.stage, recipe=recipe, config=config, overrides=overrides)
-    kwargs = {
-        "resume_run": resume,
-        "overwrite": flags.get("overwrite", False),
-        "progress": not flags.get("quiet"),
-    }
+    # Held for train.log: what resolving the config says (a recipe's data options dropped) belongs to the run.
+    with run_log():
+        cfg = build_config(args.stage, recipe=recipe, config=config, overrides=overrides)
+        if flags.get("print_config"):
+            return _print_config(cfg)
+        kwargs = {
+            "resume_run": resume,
+            "overwrite": flags.get("overwrite", False),
+            "progress": not flags.get("quiet"),
+        }
+        if args.stage == "pretrain":
+            from livt.training.pretrain import pretrain
+
+            run_dir = pretrain(cfg, **kwargs)
+        else:
+            from livt.training.finetune import finetune
+
+            run_dir = finetune(cfg, **kwargs)
+    print(f"wrote {run_dir}")
+    print("next:")
     if args.stage == "pretrain":
-        from livt.training.pretrain import pretrain
-
-        pretrain(cfg, **kwargs)
+        carried = [word for name in _CARRIED if name in flags for word in _flag(name, flags[name])]
+        carried += [word for item in flags.get("data_opt", []) for word in ("--data-opt", item)]
+        print("  " + shlex.join(["livt-train", "finetune", *carried, "--init", str(run_dir)]))
     else:
-        from livt.training.finetune import finetune
-
-        finetune(cfg, **kwargs)
+        export = [
+            "livt-export",
+            "--run",
+            str(run_dir),
+            "--calibrate",
+            "--out",
+            str(run_dir / "export" / "model.onnx"),
+        ]
+        print("  " + shlex.join(export))
     return 0
+
+
+def _print_config(cfg: TrainConfig) -> int:
+    """The config a run would use, with what the data set infers and the run folder it would take."""
+    from livt.training.stage import resolve_data_options
+
+    try:
+        cfg = resolve_data_options(cfg)
+    except DatasetNotFoundError as exc:
+        print(f"(the data set is not here, so what it would infer is not shown: {exc})", file=sys.stderr)
+    out = cfg.out or str(plan_run_dir(cfg, resume=False, overwrite=False).path)
+    print(config_to_yaml(dataclasses.replace(cfg, out=out)), end="")
+    return 0
+
+
+def _flag(name: str, value: Any) -> list[str]:
+    """The command-line words that give ``name`` the value ``value`` again."""
+    flag = field_flag(name)
+    if isinstance(value, bool):
+        return [flag if value else f"--no-{flag[2:]}"]
+    if isinstance(value, list | tuple):
+        return [flag, *map(str, value)]
+    return [flag, str(value)]
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -137,8 +204,39 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         **{k: v for k, v in flags.items() if k in {f.name for f in dataclasses.fields(EvaluateConfig)}}
     )
     out = evaluate_run(cfg, progress=not flags.get("quiet"))
-    logging.getLogger("livt").info("wrote %s", out)
+    print(f"wrote {out}")
     return 0
+
+
+def _run_list(args: argparse.Namespace) -> int:
+    from livt.data import list_datasets
+    from livt.models import list_presets, vit_config
+    from livt.training.losses import LOSSES
+
+    def model_line(name: str) -> str:
+        c = vit_config(name)
+        return f"{name:<24} {c.img_size} px, patch {c.patch_size}, {c.embed_dim} wide, {c.depth} blocks"
+
+    lists = {
+        "recipes": [f"{name:<24} {_recipe_line(name)}" for name in list_recipes()],
+        "models": [model_line(name) for name in list_presets()],
+        "datasets": list_datasets(),
+        "losses": list(LOSSES),
+    }
+    for what in [args.what] if args.what else LISTS:
+        if not args.what:
+            print(f"{what}:")
+        for line in lists[what]:
+            print(f"  {line}" if not args.what else line)
+    return 0
+
+
+def _recipe_line(name: str) -> str:
+    """A recipe's data set and model, read from its file."""
+    from livt.training.config import recipe_path
+
+    data = yaml.safe_load(recipe_path(name).read_text(encoding="utf-8")) or {}
+    return f"{data.get('dataset', '?')}, {data.get('model', '?')}"
 
 
 def _key_values(items: list[str], flag: str) -> dict[str, Any]:

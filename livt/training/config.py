@@ -10,6 +10,10 @@ A recipe is a YAML file with shared keys at the top level and one section per st
     pretrain: {model: vit_fmnist, epochs: 30, mask_ratio: 0.75}
     finetune: {epochs: 15, loss: bal-bce, tau: 1.0}
 
+A layer's ``dataset_options`` belong to the data set named in that layer or below it: a later layer
+that names another data set (``--recipe fashion-mnist-lt --dataset imagefolder``) drops them, with a
+note in the log, since they describe how to cut the recipe's data set, not the user's.
+
 A run's ``config.yaml`` is the resolved stage config, flat, with a ``stage`` key; it is a valid
 ``--config`` for the same stage and reproduces the run.
 """
@@ -17,19 +21,26 @@ A run's ``config.yaml`` is the resolved stage config, flat, with a ``stage`` key
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
 
+from livt.data.longtail import FEW_THRESHOLD, MANY_THRESHOLD
+from livt.flags import check_choices, plain_values
+from livt.images import INTERPOLATIONS
+
+_logger = logging.getLogger(__name__)
+
 RECIPE_DIR = Path(__file__).parent / "recipes"
 STAGES = ("pretrain", "finetune")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
-INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+# Experiment trackers (livt.training.tracking); "none" keeps a run to its own folder.
+TRACKERS = ("none", "tensorboard", "mlflow", "wandb")
+TEST_SPLITS = ("auto", "test", "val")
 # Optional TrainConfig fields that override the preset's shape (``vit_config`` keywords).
 MODEL_SIZE_FIELDS = ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio")
 
@@ -64,6 +75,11 @@ class TrainConfig:
     epochs: int = _opt(100, "training epochs")
     batch_size: int = _opt(64, "images per device per micro-batch")
     accum_steps: int = _opt(1, "micro-batches accumulated per optimizer step")
+    min_steps_per_epoch: int = _opt(
+        10,
+        "fewest optimizer steps an epoch may have: a batch too large for the data set is lowered to "
+        "give them and the lr scaled by the same linear rule (0 = keep the batch)",
+    )
     blr: float = _opt(1e-3, "base learning rate; lr = blr * effective batch / 256")
     lr: float | None = _opt(None, "absolute learning rate (overrides --blr)")
     min_lr: float = _opt(1e-6, "final learning rate of the cosine schedule")
@@ -77,21 +93,29 @@ class TrainConfig:
     seed: int = _opt(0, "seed of model init, data order and augmentation")
     workers: int | None = _opt(None, "DataLoader workers (default min(4, CPUs))")
     device: str = _opt("auto", "auto | cpu | cuda | cuda:N")
-    precision: str = _opt("auto", "auto | fp32 | bf16 (auto: bf16 on CUDA, fp32 on CPU)")
+    precision: str = _opt("auto", "auto: bf16 on CUDA, fp32 on CPU", choices=PRECISIONS)
     compile: bool = _opt(False, "torch.compile the model")
-    out: str = _opt("", "run folder")
+    logger: str = _opt(
+        "none",
+        "experiment tracking: TensorBoard (RUN_DIR/tensorboard), MLflow (RUN_DIR/mlflow.db) or W&B "
+        "(offline unless WANDB_MODE says otherwise)",
+        choices=TRACKERS,
+    )
+    out: str = _opt("", "run folder (default: runs/STAGE/NAME, numbered NAME2, NAME3... never to overwrite)")
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
         self.dataset_options = dict(self.dataset_options or {})
         _require(bool(self.dataset), "dataset is required (--dataset NAME or a recipe)")
-        _require(bool(self.out), "out is required (--out RUN_DIR)")
         for name in ("img_size", *MODEL_SIZE_FIELDS):
             value = getattr(self, name)
             _require(value is None or value > 0, f"{name} must be > 0, got {value}")
         _require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         _require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _require(self.accum_steps >= 1, f"accum_steps must be >= 1, got {self.accum_steps}")
+        _require(
+            self.min_steps_per_epoch >= 0, f"min_steps_per_epoch must be >= 0, got {self.min_steps_per_epoch}"
+        )
         _require(self.blr > 0, f"blr must be > 0, got {self.blr}")
         _require(self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}")
         _require(self.min_lr >= 0, f"min_lr must be >= 0, got {self.min_lr}")
@@ -106,7 +130,7 @@ class TrainConfig:
         )
         _require(self.clip_grad is None or self.clip_grad > 0, f"clip_grad must be > 0, got {self.clip_grad}")
         _require(0 < self.crop_scale <= 1, f"crop_scale must be in (0, 1], got {self.crop_scale}")
-        _check_runtime(self.workers, self.device, self.precision)
+        _check_common(self)
 
     def model_sizes(self) -> dict[str, Any]:
         """The model-size overrides that are set, as ``vit_config`` keyword arguments."""
@@ -125,9 +149,7 @@ class TrainConfig:
         stage = data.pop("stage", cls.stage)
         if stage != cls.stage:
             raise ConfigError(f"config is for stage {stage!r}, not {cls.stage!r}")
-        _check_keys(cls, data, f"{cls.stage} config")
-        hints = typing.get_type_hints(cls)
-        return cls(**{k: _coerce(k, v, hints[k]) for k, v in data.items()})
+        return cls(**_plain(cls, data, f"{cls.stage} config"))
 
     def differences(self, other: TrainConfig, ignore: tuple[str, ...] = ()) -> list[str]:
         """``field: mine -> theirs`` for every field that differs, except those in ``ignore``."""
@@ -191,9 +213,15 @@ class FinetuneConfig(TrainConfig):
     cutmix: float = _opt(1.0, "cutmix alpha (0 = off)")
     smoothing: float = _opt(0.1, "label smoothing")
     crop_pct: float = _opt(1.0, "eval center-crop fraction (resize to img_size / crop_pct first)")
-    interpolation: str = _opt("bicubic", "resize interpolation")
-    many: int = _opt(100, "classes with more training images than this are many-shot")
-    few: int = _opt(20, "classes with fewer training images than this are few-shot")
+    interpolation: str = _opt("bicubic", "resize interpolation", choices=INTERPOLATIONS)
+    many: int = _opt(MANY_THRESHOLD, "classes with more training images than this are many-shot")
+    few: int = _opt(FEW_THRESHOLD, "classes with fewer training images than this are few-shot")
+    test_split: str = _opt(
+        "auto",
+        "split the best checkpoint is scored on at the end (auto: test, or val with a note where the "
+        "data set has no test split)",
+        choices=TEST_SPLITS,
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -215,10 +243,6 @@ class FinetuneConfig(TrainConfig):
         _require(self.mixup >= 0 and self.cutmix >= 0, "mixup and cutmix alphas must be >= 0")
         _require(0 <= self.smoothing < 1, f"smoothing must be in [0, 1), got {self.smoothing}")
         _require(0 < self.crop_pct <= 1, f"crop_pct must be in (0, 1], got {self.crop_pct}")
-        _require(
-            self.interpolation in INTERPOLATIONS,
-            f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}",
-        )
         _require(0 <= self.few <= self.many, f"need 0 <= few ({self.few}) <= many ({self.many})")
 
 
@@ -228,26 +252,20 @@ class EvaluateConfig:
 
     # --run-dir: torchrun's parser would take "--run" for an abbreviation of its own --run-path.
     run: str = _opt("", "run folder to evaluate", aliases=("--run-dir",))
-    checkpoint: str = _opt("best", "best | last (default best; a run without one uses last)")
+    checkpoint: str = _opt("best", "a run without a best checkpoint uses last", choices=("best", "last"))
     dataset: str | None = _opt(None, "data set name (default: the run's)")
     data_root: str | None = _opt(None, "folder holding the data set files (default: the run's)")
-    split: str = _opt("test", "train | val | test")
+    split: str = _opt("test", "split to score", choices=("train", "val", "test"))
     out: str | None = _opt(None, "output folder (default: RUN_DIR/eval-SPLIT)")
     batch_size: int = _opt(256, "images per batch")
     workers: int | None = _opt(None, "DataLoader workers (default min(4, CPUs))")
     device: str = _opt("auto", "auto | cpu | cuda | cuda:N")
-    precision: str = _opt("auto", "auto | fp32 | bf16")
+    precision: str = _opt("auto", "auto: bf16 on CUDA, fp32 on CPU", choices=PRECISIONS)
 
     def __post_init__(self) -> None:
         _require(bool(self.run), "run is required (--run RUN_DIR)")
-        _require(
-            self.checkpoint in ("best", "last"), f"checkpoint must be best or last, got {self.checkpoint!r}"
-        )
-        _require(
-            self.split in ("train", "val", "test"), f"split must be train, val or test, got {self.split!r}"
-        )
         _require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        _check_runtime(self.workers, self.device, self.precision)
+        _check_common(self)
 
 
 STAGE_CONFIGS: dict[str, type[TrainConfig]] = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}
@@ -289,11 +307,11 @@ def read_stage_values(path: Path | str, stage: str) -> dict[str, Any]:
         if data["stage"] != stage:
             raise ConfigError(f"{path} is a {data['stage']!r} config, not {stage!r}")
         values = {k: v for k, v in data.items() if k != "stage"}
-        _check_keys(cls, values, str(path))
+        _plain(cls, values, str(path))
         return values
     sections = {s: data.pop(s, None) or {} for s in STAGES}
-    _check_keys(TrainConfig, data, f"{path} (shared keys)")
-    _check_keys(cls, sections[stage], f"{path} ({stage} section)")
+    _plain(TrainConfig, data, f"{path} (shared keys)")
+    _plain(cls, sections[stage], f"{path} ({stage} section)")
     return merge_values(data, sections[stage])
 
 
@@ -321,11 +339,30 @@ def build_config(
         raise ConfigError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
     layers = []
     if recipe is not None:
-        layers.append(read_stage_values(recipe_path(recipe), stage))
+        layers.append((f"recipe {recipe}", read_stage_values(recipe_path(recipe), stage)))
     if config is not None:
-        layers.append(read_stage_values(config, stage))
-    layers.append(overrides or {})
-    return STAGE_CONFIGS[stage].from_dict(merge_values(*layers))
+        layers.append((str(config), read_stage_values(config, stage)))
+    layers.append(("the command line", overrides or {}))
+    return STAGE_CONFIGS[stage].from_dict(merge_values(*_scope_dataset_options(layers)))
+
+
+def _scope_dataset_options(layers: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The layers, less the ``dataset_options`` of a data set that a later layer replaces (noted)."""
+    kept: list[dict[str, Any]] = []
+    dataset = None
+    for where, layer in layers:
+        if layer.get("dataset") not in (None, dataset) and dataset is not None:
+            dropped = merge_values(*(k.get("dataset_options") or {} for k in kept))
+            if dropped:
+                _logger.info(
+                    "%s sets dataset %s: dropped the dataset options of %s (%s); give one again with "
+                    "--data-opt KEY=VALUE to keep it",
+                    where, layer["dataset"], dataset, ", ".join(f"{k}={v}" for k, v in dropped.items()),
+                )  # fmt: skip
+            kept = [{k: v for k, v in earlier.items() if k != "dataset_options"} for earlier in kept]
+        dataset = layer.get("dataset", dataset)
+        kept.append(layer)
+    return kept
 
 
 def load_run_config(run_dir: Path | str) -> TrainConfig:
@@ -350,55 +387,23 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _check_runtime(workers: int | None, device: str, precision: str) -> None:
-    """The fields that say where and how fast a stage runs (shared by every stage config)."""
+def _check_common(config: Any) -> None:
+    """The fields with choices, and those that say where and how fast a stage runs (every config has them)."""
+    try:
+        check_choices(config)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    workers, device = config.workers, config.device
     _require(workers is None or workers >= 0, f"workers must be >= 0, got {workers}")
     _require(
         device in DEVICES or device.startswith("cuda:"),
         f"device must be one of {', '.join(DEVICES)} or cuda:N, got {device!r}",
     )
-    _require(precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
 
-def _check_keys(cls: type, data: dict[str, Any], where: str) -> None:
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) in {where}: {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        )
-
-
-def _coerce(name: str, value: Any, hint: Any) -> Any:
-    """Convert a plain value to the field's type; YAML reads ``1e-3`` as a string, for one."""
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        if value is None:
-            return None
-        hint = next(a for a in args if a is not type(None))
-        args = typing.get_args(hint)
-    origin = typing.get_origin(hint) or hint
+def _plain(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
+    """``data`` in the field types of ``cls``; ``ConfigError`` naming an unknown key or a wrong value."""
     try:
-        if origin is bool:
-            if not isinstance(value, bool):
-                raise TypeError
-            return value
-        if origin in (int, float):
-            if isinstance(value, bool) or (
-                origin is int and isinstance(value, float) and not value.is_integer()
-            ):
-                raise TypeError
-            return origin(value)
-        if origin is str:
-            if not isinstance(value, str):
-                raise TypeError
-            return value
-        if origin is tuple:
-            return tuple(_coerce(name, v, args[0]) for v in value)
-        if origin is dict:
-            if not isinstance(value, dict):
-                raise TypeError
-            return dict(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{name}: expected {getattr(hint, '__name__', hint)}, got {value!r}") from exc
-    return value
+        return plain_values(cls, data, where)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

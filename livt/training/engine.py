@@ -95,6 +95,7 @@ def train_one_epoch(
     epoch: int,
     step: int,
     steps_per_epoch: int,
+    epochs: int | None = None,
     accum_steps: int = 1,
     clip_grad: float | None = None,
     amp_dtype: torch.dtype | None = None,
@@ -102,6 +103,7 @@ def train_one_epoch(
 ) -> EpochStats:
     """Run ``steps_per_epoch`` optimizer steps of ``accum_steps`` micro-batches each.
 
+    ``epoch`` counts from 0 (as checkpoints do); the bar and the messages count from 1, of ``epochs``.
     ``step`` counts optimizer steps before this epoch (it drives the lr schedule). Micro-batches
     beyond the last full accumulation group are skipped, so every step sees the same batch size.
 
@@ -111,9 +113,8 @@ def train_one_epoch(
     model.train()
     device = env.device
     optimizer.zero_grad(set_to_none=True)
-    bar = tqdm(
-        total=steps_per_epoch, desc=f"epoch {epoch}", disable=not (progress and env.is_main), leave=False
-    )
+    shown = f"epoch {epoch + 1}" + (f"/{epochs}" if epochs else "")
+    bar = tqdm(total=steps_per_epoch, desc=shown, disable=not (progress and env.is_main), leave=False)
     loss_sum = torch.zeros((), device=device)
     micro_batches = 0
     images_seen = 0
@@ -134,7 +135,7 @@ def train_one_epoch(
             mean_loss = all_reduce_mean(loss.detach().float(), env)
             if not math.isfinite(mean_loss.item()):
                 raise TrainingDiverged(
-                    f"loss is {mean_loss.item()} at step {step} (epoch {epoch}, lr "
+                    f"loss is {mean_loss.item()} at step {step} ({shown}, lr "
                     f"{current_lr(optimizer):.3g}); stopped before updating, the last saved "
                     "checkpoint is intact (lower --blr/--lr or set --clip-grad)"
                 )
@@ -148,7 +149,7 @@ def train_one_epoch(
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), clip_grad or math.inf)
             if not torch.isfinite(grad_norm):
                 raise TrainingDiverged(
-                    f"gradient norm is {grad_norm.item()} at step {step} (epoch {epoch}, lr "
+                    f"gradient norm is {grad_norm.item()} at step {step} ({shown}, lr "
                     f"{current_lr(optimizer):.3g}); stopped before updating, the last saved "
                     "checkpoint is intact (lower --blr/--lr or set --clip-grad)"
                 )

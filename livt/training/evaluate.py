@@ -15,67 +15,23 @@ import torch
 
 from livt.data import DatasetInfo, build_dataset, build_eval_transform
 from livt.data.formats import imagefolder
-from livt.models import ViTConfig, create_classifier
-from livt.training import engine, plots
-from livt.training.checkpoint import (
-    CheckpointError,
-    atomic_write,
-    atomic_write_text,
-    find_checkpoint,
-    load_checkpoint_meta,
-    load_model_weights,
-)
-from livt.training.config import ConfigError, EvaluateConfig, FinetuneConfig, load_run_config
+from livt.training import engine
+from livt.training.checkpoint import atomic_write, load_classifier, recorded_thresholds
+from livt.training.config import ConfigError, EvaluateConfig
 from livt.training.distributed import init_distributed
 from livt.training.loaders import build_eval_loader
-from livt.training.metrics import compute_metrics, reliability_bins, tail_accuracy
+from livt.training.report import format_report, write_report
 from livt.training.stage import log_source
 
 _logger = logging.getLogger(__name__)
-
-SCALAR_METRICS = ("top1", "top5", "balanced_acc", "many", "medium", "few", "ece", "mce", "nll")
-
-
-def write_report(
-    out_dir: Path,
-    logits: torch.Tensor,
-    targets: torch.Tensor,
-    *,
-    classes: list[str],
-    train_counts: list[int],
-    many: int = 100,
-    few: int = 20,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Write ``metrics.json`` and the per-class, reliability and confusion plots; return the metrics."""
-    metrics = compute_metrics(logits, targets, train_counts, many=many, few=few)
-    confusion = metrics.pop("confusion")
-    report = {
-        **metrics,
-        "many_threshold": many,
-        "few_threshold": few,
-        "tail3": tail_accuracy(metrics["per_class"], train_counts, k=min(3, len(train_counts))),
-        "train_counts": list(train_counts),
-        **(extra or {}),
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
-    plots_dir = out_dir / "plots"
-    plots.plot_per_class_accuracy(metrics["per_class"], train_counts, plots_dir / "per_class_accuracy.png")
-    plots.plot_reliability(reliability_bins(logits.softmax(dim=1), targets), plots_dir / "reliability.png")
-    plots.plot_confusion(confusion, classes, plots_dir / "confusion.png")
-    return report
 
 
 def evaluate_run(cfg: EvaluateConfig, *, progress: bool = True) -> Path:
     """Evaluate ``cfg.run``'s ``cfg.checkpoint`` on ``cfg.split``; return the output folder."""
     env = init_distributed(cfg.device)
     run_dir = Path(cfg.run)
-    ckpt = find_checkpoint(run_dir, cfg.checkpoint)
-    meta = load_checkpoint_meta(ckpt)
-    if meta.get("stage") != "finetune":
-        raise ConfigError(f"{run_dir} is a {meta.get('stage')!r} run; evaluate needs a finetune run")
-    run_cfg = _run_config(run_dir)
+    model, ckpt, meta = load_classifier(run_dir, cfg.checkpoint)
+    many, few = recorded_thresholds(meta)
 
     # the eval transform exactly as recorded in meta.json
     pre = meta["preprocess"]
@@ -87,7 +43,7 @@ def evaluate_run(cfg: EvaluateConfig, *, progress: bool = True) -> Path:
         info, pre["img_size"], crop_pct=pre["crop_pct"], interpolation=pre["interpolation"]
     )
     name = cfg.dataset or meta["dataset"]["name"]
-    data_root = cfg.data_root or (run_cfg.data_root if run_cfg is not None else None)
+    data_root = cfg.data_root or meta["dataset"].get("data_root")
     options = dict(meta["dataset"]["options"]) if name == meta["dataset"]["name"] else {}
     labelled = True
     if name == "imagefolder" and data_root is not None:
@@ -98,14 +54,12 @@ def evaluate_run(cfg: EvaluateConfig, *, progress: bool = True) -> Path:
         raise ConfigError(f"data set {name!r}: {exc}") from exc
     log_source(name, cfg.split, dataset)
 
-    vit = ViTConfig.from_dict(meta["model"])
-    if labelled and len(dataset.classes) != vit.num_classes:
+    num_classes = len(meta["classes"])
+    if labelled and len(dataset.classes) != num_classes:
         raise ConfigError(
-            f"class-count mismatch: {run_dir} was trained on {vit.num_classes} classes but "
+            f"class-count mismatch: {run_dir} was trained on {num_classes} classes but "
             f"{name} ({cfg.split}) has {len(dataset.classes)}"
         )
-    model = create_classifier(vit)
-    model.load_state_dict(load_model_weights(ckpt))
     model.to(env.device)
 
     loader = build_eval_loader(dataset, batch_size=cfg.batch_size, env=env, workers=cfg.workers)
@@ -126,15 +80,10 @@ def evaluate_run(cfg: EvaluateConfig, *, progress: bool = True) -> Path:
         return out_dir
     report = write_report(
         out_dir, logits, targets, classes=list(meta["classes"]), train_counts=list(meta["class_counts"]),
-        many=run_cfg.many if run_cfg else 100, few=run_cfg.few if run_cfg else 20,
-        extra={"split": cfg.split, "dataset": name, "checkpoint": str(ckpt)},
+        many=many, few=few, extra={"split": cfg.split, "dataset": name, "checkpoint": str(ckpt)},
     )  # fmt: skip
     _write_predictions(out_dir / "predictions.jsonl", dataset, logits, targets, list(meta["classes"]))
-    _logger.info(
-        "%s %s: top1 %.4f  balanced %.4f  many %s  medium %s  few %s  ece %.4f",
-        name, cfg.split, report["top1"], report["balanced_acc"],
-        *(_fmt(report[g]) for g in ("many", "medium", "few")), report["ece"],
-    )  # fmt: skip
+    _logger.info("%s", format_report(report, f"{name} {cfg.split} split, {ckpt}:"))
     return out_dir
 
 
@@ -153,8 +102,11 @@ def _folder_options(
     classes = list(meta["classes"]) if labelled else folders
     return {
         **options,
+        # the run's own format: nothing is inferred from a folder that may have no train split
         "channels": pre["channels"],
         "image_size": pre["img_size"],
+        "mean": pre["mean"],
+        "std": pre["std"],
         "classes": classes,
     }, labelled
 
@@ -179,18 +131,3 @@ def _write_predictions(
                 fh.write(json.dumps(line) + "\n")
 
     atomic_write(path, write)
-
-
-def _run_config(run_dir: Path) -> FinetuneConfig | None:
-    try:
-        cfg = load_run_config(run_dir)
-    except ConfigError as exc:
-        _logger.warning("cannot read the run's config (%s): using defaults for data root and groups", exc)
-        return None
-    if not isinstance(cfg, FinetuneConfig):
-        raise CheckpointError(f"{run_dir}/config.yaml is a {cfg.stage} config, not a finetune one")
-    return cfg
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"

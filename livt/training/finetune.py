@@ -14,9 +14,15 @@ from typing import Any
 
 import torch
 
-from livt.data import build_eval_transform, build_mixup, build_train_transform, eval_preprocess_config
+from livt.data import (
+    DatasetNotFoundError,
+    build_eval_transform,
+    build_mixup,
+    build_train_transform,
+    eval_preprocess_config,
+)
 from livt.models import ViTConfig, create_classifier, load_encoder_weights, vit_config
-from livt.training import engine, plots
+from livt.training import engine, plots, stage
 from livt.training.checkpoint import (
     CheckpointError,
     find_checkpoint,
@@ -25,20 +31,12 @@ from livt.training.checkpoint import (
     save_checkpoint,
 )
 from livt.training.config import ConfigError, FinetuneConfig
-from livt.training.distributed import DistEnv, barrier, unwrap, wrap_model
-from livt.training.evaluate import SCALAR_METRICS, write_report
-from livt.training.loaders import build_eval_loader, build_train_loader
+from livt.training.distributed import DistEnv, barrier
+from livt.training.loaders import build_eval_loader
 from livt.training.losses import build_loss, loss_defaults
-from livt.training.metrics import compute_metrics
-from livt.training.optim import (
-    build_optimizer,
-    build_scheduler,
-    effective_batch_size,
-    scaled_lr,
-    warmup_steps_for,
-)
-from livt.training.rundir import append_history, read_history
-from livt.training.stage import base_meta, load_split, resume, run_stage, save_last, seed_everything
+from livt.training.metrics import SCALAR_METRICS, compute_metrics
+from livt.training.report import format_report, percent, round_per_class, round_summary, write_report
+from livt.training.rundir import RunFolder, append_history, read_history
 
 _logger = logging.getLogger(__name__)
 
@@ -50,32 +48,34 @@ def finetune(
     cfg: FinetuneConfig, *, resume_run: bool = False, overwrite: bool = False, progress: bool = True
 ) -> Path:
     """Run BFT as ``cfg`` says and return the run folder."""
-    return run_stage(cfg, _finetune, resume_run=resume_run, overwrite=overwrite, progress=progress)
+    return stage.run_stage(cfg, _finetune, resume_run=resume_run, overwrite=overwrite, progress=progress)
 
 
-def _finetune(cfg: FinetuneConfig, run_dir: Path, env: DistEnv, *, resume_run: bool, progress: bool) -> None:
-    seed_everything(cfg.seed + env.rank)
-    amp_dtype = engine.resolve_precision(cfg.precision, env.device)
+def _finetune(
+    cfg: FinetuneConfig, folder: RunFolder, env: DistEnv, *, amp_dtype: torch.dtype | None, progress: bool
+) -> Path:
     pretrained = _pretrain_checkpoint(cfg.init) if cfg.init else None
 
-    # data: augmented long-tailed train split, balanced val split
-    train_set = load_split(cfg, "train", lambda info: _train_transform(cfg, info))
-    info = train_set.info
-    img_size = cfg.img_size or info.image_size
-    val_set = load_split(cfg, "val", lambda info: _eval_transform(cfg, info))
-    num_classes = len(train_set.classes)
-    train_loader = build_train_loader(
-        train_set, batch_size=cfg.batch_size, seed=cfg.seed, env=env, workers=cfg.workers
+    # data: every split the run reads, opened before the first step; the model's input size first
+    train_set = stage.load_split(cfg, "train")
+    info, num_classes = train_set.info, len(train_set.classes)
+    vit = _model_config(cfg, pretrained, info, num_classes)
+    train_set.transform = build_train_transform(
+        info,
+        vit.img_size,
+        stage="finetune",
+        auto_augment=cfg.aa,
+        re_prob=cfg.reprob,
+        scale=(cfg.crop_scale, 1.0),
     )
+    eval_transform = build_eval_transform(
+        info, vit.img_size, crop_pct=cfg.crop_pct, interpolation=cfg.interpolation
+    )
+    val_set = stage.load_split(cfg, "val", eval_transform)
+    final_set, final_split = _final_split(cfg, eval_transform)
     val_loader = build_eval_loader(val_set, batch_size=cfg.batch_size, env=env, workers=cfg.workers)
-    steps_per_epoch = len(train_loader) // cfg.accum_steps
-    if steps_per_epoch < 1:
-        raise ConfigError(
-            f"an epoch has {len(train_loader)} batches, fewer than --accum-steps {cfg.accum_steps}"
-        )
 
     # model: the MGP encoder plus a fresh head
-    vit = _model_config(cfg, pretrained, img_size=img_size, in_chans=info.channels, num_classes=num_classes)
     model = create_classifier(vit)
     if pretrained is not None:
         _load_encoder(model, vit, pretrained)
@@ -83,40 +83,25 @@ def _finetune(cfg: FinetuneConfig, run_dir: Path, env: DistEnv, *, resume_run: b
 
     # loss and mixup
     mixup = build_mixup(num_classes, cfg.mixup, cfg.cutmix, cfg.smoothing)
-    if mixup is not None and cfg.batch_size % 2:
-        raise ConfigError(f"mixup/cutmix need an even --batch-size, got {cfg.batch_size}")
     criterion = _build_criterion(cfg, train_set.class_counts).to(env.device)
-
-    # optimisation
-    batch = effective_batch_size(cfg.batch_size, cfg.accum_steps, env.world_size)
-    lr = cfg.lr or scaled_lr(cfg.blr, batch)
-    optimizer = build_optimizer(
-        model, lr=lr, weight_decay=cfg.weight_decay, betas=cfg.betas, layer_decay=cfg.layer_decay
+    opt = stage.build_optimisation(
+        cfg, model, train_set, env, layer_decay=cfg.layer_decay, even_batch=mixup is not None
     )
-    scheduler = build_scheduler(
-        optimizer,
-        total_steps=cfg.epochs * steps_per_epoch,
-        warmup_steps=warmup_steps_for(cfg.warmup_epochs, steps_per_epoch),
-        min_lr=cfg.min_lr,
-    )
-    start_epoch, step, best = 0, 0, None
-    if resume_run:
-        start_epoch, step, best = resume(run_dir, model, optimizer, scheduler, env)
-    train_model = wrap_model(torch.compile(model) if cfg.compile else model, env)
-    _logger.info(
-        "finetune %s (%s) on %s: %d train / %d val images, %s loss, effective batch %d, lr %.3g, epochs %d-%d",
-        vit.name, f"init {cfg.init}" if cfg.init else "from scratch", cfg.dataset, len(train_set),
-        len(val_set), cfg.loss, batch, lr, start_epoch, cfg.epochs - 1,
-    )  # fmt: skip
+    if mixup is not None and opt.batch_size % 2:
+        raise ConfigError(f"mixup/cutmix need an even --batch-size, got {opt.batch_size}")
 
-    meta = base_meta(
+    meta = stage.base_meta(
         cfg,
         model=vit.to_dict(),
         dataset=train_set,
-        preprocess=eval_preprocess_config(info, img_size, cfg.crop_pct, cfg.interpolation),
+        preprocess=eval_preprocess_config(info, vit.img_size, cfg.crop_pct, cfg.interpolation),
     )
     meta.update(
-        mae=pretrained["meta"]["mae"] if pretrained else None, loss=cfg.loss, tau=float(criterion.tau)
+        mae=pretrained["meta"]["mae"] if pretrained else None,
+        loss=cfg.loss,
+        tau=float(criterion.tau),
+        many_threshold=cfg.many,
+        few_threshold=cfg.few,
     )
 
     def loss_fn(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -124,87 +109,91 @@ def _finetune(cfg: FinetuneConfig, run_dir: Path, env: DistEnv, *, resume_run: b
             images, targets = mixup(images, targets)
         return criterion(model(images), targets)
 
-    for epoch in range(start_epoch, cfg.epochs):
-        train_loader.set_epoch(epoch)
-        criterion.set_epoch(epoch)
-        stats = engine.train_one_epoch(
-            train_model, train_loader, loss_fn, optimizer, scheduler,
-            env=env, epoch=epoch, step=step, steps_per_epoch=steps_per_epoch,
-            accum_steps=cfg.accum_steps, clip_grad=cfg.clip_grad, amp_dtype=amp_dtype, progress=progress,
-        )  # fmt: skip
-        step = stats.step
-        logits, targets = engine.evaluate(
-            train_model, val_loader, env=env, amp_dtype=amp_dtype, progress=progress
-        )
-        val = compute_metrics(logits, targets, train_set.class_counts, many=cfg.many, few=cfg.few)
-        val_summary = {k: val[k] for k in SCALAR_METRICS}
-        improved = best is None or val["balanced_acc"] > best
-        best = val["balanced_acc"] if improved else best
-        meta.update(epoch=epoch, step=step, metrics={**val_summary, "per_class": val["per_class"]})
-        save_last(
-            run_dir, model, meta, optimizer=optimizer, scheduler=scheduler,
-            epoch=epoch, step=step, best_metric=best, env=env,
-        )  # fmt: skip
-        if env.is_main:
-            if improved:
-                save_checkpoint(run_dir / "checkpoints" / "best", unwrap(model), meta)
-            append_history(run_dir, {
-                "epoch": epoch, "step": step, "train_loss": stats.loss, "lr": stats.lr,
-                "images_per_s": stats.images_per_s, "time": stats.seconds, "val": val_summary,
-            })  # fmt: skip
+    with stage.start_run(cfg, folder, env, model, opt, amp_dtype=amp_dtype, progress=progress) as run:
         _logger.info(
-            "epoch %d/%d  loss %.4f  lr %.3g  val top1 %.4f  balanced %.4f%s  %.0f img/s  %.1fs",
-            epoch, cfg.epochs - 1, stats.loss, stats.lr, val["top1"], val["balanced_acc"],
-            "  (best)" if improved else "", stats.images_per_s, stats.seconds,
+            "finetune %s (%s) on %s: %d train / %d val images, %d px, %s loss, effective batch %d, lr %.3g, "
+            "%d steps/epoch, epochs %d-%d",
+            vit.name, f"init {cfg.init}" if cfg.init else "from scratch", cfg.dataset, len(train_set),
+            len(val_set), vit.img_size, cfg.loss, opt.effective_batch, opt.lr, opt.steps_per_epoch,
+            run.start_epoch + 1, cfg.epochs,
         )  # fmt: skip
+        for epoch in run.epochs():
+            criterion.set_epoch(epoch)
+            stats = run.train_epoch(epoch, loss_fn)
+            logits, targets = engine.evaluate(
+                run.train_model, val_loader, env=env, amp_dtype=amp_dtype, progress=progress
+            )
+            val = compute_metrics(logits, targets, train_set.class_counts, many=cfg.many, few=cfg.few)
+            with torch.no_grad():
+                val_loss = float(criterion(logits.to(env.device), targets.to(env.device)))
+            val_summary = round_summary(val, len(val_set))
+            improved = run.best is None or val["balanced_acc"] > run.best
+            run.best = val["balanced_acc"] if improved else run.best
+            per_class = round_per_class(val["per_class"], val["confusion"])
+            meta.update(epoch=epoch, step=run.step, metrics={**val_summary, "per_class": per_class})
+            run.save_last(meta, epoch)
+            if env.is_main:
+                if improved:
+                    save_checkpoint(run.run_dir / "checkpoints" / "best", model, meta)
+                append_history(run.run_dir, {
+                    "epoch": epoch, "step": run.step, "train_loss": stats.loss, "lr": stats.lr,
+                    "images_per_s": stats.images_per_s, "time": stats.seconds,
+                    "val": {**val_summary, "loss": round(val_loss, 4)},
+                })  # fmt: skip
+            run.track(epoch, {
+                "train/loss": stats.loss, "train/lr": stats.lr, "train/images_per_s": stats.images_per_s,
+                "val/loss": val_loss, **{f"val/{k}": v for k, v in val_summary.items()},
+            })  # fmt: skip
+            _logger.info(
+                "epoch %d/%d  loss %.4f  val loss %.4f  top1 %s  balanced %s%s  lr %.3g  %.0f img/s  %.1f s",
+                epoch + 1, cfg.epochs, stats.loss, val_loss, percent(val["top1"]), percent(val["balanced_acc"]),
+                "  (best)" if improved else "", stats.lr, stats.images_per_s, stats.seconds,
+            )  # fmt: skip
+        barrier(env)  # rank 0 has written checkpoints/best; every rank tests that same model
+        _test_best(run, final_set if final_set is not None else val_set, final_split, train_set)
+    return run.run_dir
 
-    barrier(env)  # rank 0 has written checkpoints/best; every rank tests that same model
-    _test_best(cfg, run_dir, model, env, amp_dtype=amp_dtype, progress=progress, train_set=train_set)
+
+def _final_split(cfg: FinetuneConfig, transform: Any) -> tuple[Any | None, str]:
+    """The split the best checkpoint is scored on at the end and its name (``None, "val"``: the val
+    split), opened now so that a missing one stops the run before its first step, not after its last."""
+    if cfg.test_split == "val":
+        return None, "val"
+    try:
+        return stage.load_split(cfg, "test", transform), "test"
+    except DatasetNotFoundError as exc:
+        if cfg.test_split == "test":
+            raise
+        _logger.warning(
+            "no test split (%s): the best checkpoint is scored on val at the end, the split that chose "
+            "it, so those figures are optimistic (--test-split test makes a missing test split an error)",
+            exc,
+        )
+        return None, "val"
 
 
-def _test_best(
-    cfg: FinetuneConfig,
-    run_dir: Path,
-    model: torch.nn.Module,
-    env: DistEnv,
-    *,
-    amp_dtype: torch.dtype | None,
-    progress: bool,
-    train_set: Any,
-) -> None:
-    """Score the best checkpoint on the test split, once, and write metrics.json and the plots."""
-    best_dir = find_checkpoint(run_dir, "best")
+def _test_best(run: stage.Run, dataset: Any, split: str, train_set: Any) -> None:
+    """Score the best checkpoint on the final split, once: metrics.json, the plots and the table."""
+    cfg, env = run.cfg, run.env
+    best_dir = find_checkpoint(run.run_dir, "best")
     best_meta = load_checkpoint_meta(best_dir)
-    model.load_state_dict(load_model_weights(best_dir))
-    test_set = load_split(cfg, "test", lambda info: _eval_transform(cfg, info))
-    loader = build_eval_loader(test_set, batch_size=cfg.batch_size, env=env, workers=cfg.workers)
+    run.model.load_state_dict(load_model_weights(best_dir))
+    loader = build_eval_loader(dataset, batch_size=cfg.batch_size, env=env, workers=cfg.workers)
     logits, targets = engine.evaluate(
-        model, loader, env=env, amp_dtype=amp_dtype, progress=progress, desc="test"
+        run.model, loader, env=env, amp_dtype=run.amp_dtype, progress=run.progress, desc=split
     )
     if not env.is_main:
         return
     report = write_report(
-        run_dir, logits, targets, classes=list(train_set.classes), train_counts=list(train_set.class_counts),
-        many=cfg.many, few=cfg.few, extra={"best_epoch": best_meta["epoch"], "val": best_meta["metrics"]},
+        run.run_dir, logits, targets, classes=list(train_set.classes), train_counts=list(train_set.class_counts),
+        many=cfg.many, few=cfg.few,
+        extra={"split": split, "best_epoch": best_meta["epoch"], "val": best_meta["metrics"]},
     )  # fmt: skip
-    plots.plot_curves(read_history(run_dir), run_dir / "plots" / "curves.png")
-    _logger.info(
-        "test (best epoch %d): top1 %.4f  balanced %.4f  ece %.4f  tail3 %s",
-        best_meta["epoch"], report["top1"], report["balanced_acc"], report["ece"], report["tail3"],
-    )  # fmt: skip
-
-
-def _train_transform(cfg: FinetuneConfig, info: Any) -> Any:
-    return build_train_transform(
-        info, cfg.img_size or info.image_size, stage="finetune",
-        auto_augment=cfg.aa, re_prob=cfg.reprob, scale=(cfg.crop_scale, 1.0),
-    )  # fmt: skip
-
-
-def _eval_transform(cfg: FinetuneConfig, info: Any) -> Any:
-    return build_eval_transform(
-        info, cfg.img_size or info.image_size, crop_pct=cfg.crop_pct, interpolation=cfg.interpolation
-    )
+    history = read_history(run.run_dir)
+    plots.plot_curves(history, run.run_dir / "plots" / "curves.png", best_epoch=best_meta["epoch"])
+    run.track(cfg.epochs - 1, {f"{split}/{k}": report[k] for k in SCALAR_METRICS})
+    title = f"{split} split, best epoch {best_meta['epoch'] + 1} of {cfg.epochs} (by val balanced accuracy):"
+    _logger.info("%s", format_report(report, title))
 
 
 def _build_criterion(cfg: FinetuneConfig, class_counts: list[int]) -> torch.nn.Module:
@@ -231,20 +220,25 @@ def _pretrain_checkpoint(init: str) -> dict[str, Any]:
 
 
 def _model_config(
-    cfg: FinetuneConfig, pretrained: dict[str, Any] | None, *, img_size: int, in_chans: int, num_classes: int
+    cfg: FinetuneConfig, pretrained: dict[str, Any] | None, info: Any, num_classes: int
 ) -> ViTConfig:
-    """The classifier's shape: ``--model`` if given, else the pretrained encoder's, then the size flags.
+    """The classifier's shape: ``--model`` if given, else the pretrained encoder's, then the size flags,
+    at the input size of ``input_size``.
 
     Size flags that disagree with the pretrained encoder are caught by :func:`_load_encoder`.
     """
-    overrides = {
-        "img_size": img_size,
-        "in_chans": in_chans,
-        "num_classes": num_classes,
-        "drop_path_rate": cfg.drop_path,
-        **cfg.model_sizes(),
-    }
     try:
+        if cfg.model:
+            preset_patch = vit_config(cfg.model).patch_size
+        else:
+            preset_patch = ViTConfig.from_dict(pretrained["meta"]["model"]).patch_size
+        overrides = {
+            "img_size": stage.input_size(cfg, info.image_size, cfg.patch_size or preset_patch),
+            "in_chans": info.channels,
+            "num_classes": num_classes,
+            "drop_path_rate": cfg.drop_path,
+            **cfg.model_sizes(),
+        }
         if cfg.model:
             return vit_config(cfg.model, **overrides)
         return dataclasses.replace(ViTConfig.from_dict(pretrained["meta"]["model"]), **overrides)

@@ -1,7 +1,8 @@
 """Evaluation metrics for long-tailed classification: accuracy by class and shot group, calibration.
 
 All functions take numpy arrays or torch tensors and return plain Python numbers and lists, ready
-for ``metrics.json``. Accuracies are fractions in [0, 1]. A class without test samples has accuracy
+for ``metrics.json``. Torch-free at import (a tensor argument means torch is loaded already), so
+export's metadata reads ``SCALAR_METRICS`` without it. Accuracies are fractions in [0, 1]. A class without test samples has accuracy
 ``None`` and is left out of every mean; a shot group without such classes is ``None``.
 
 Calibration uses equal-width bins on the top-class confidence: bin ``b`` holds confidences in
@@ -10,23 +11,33 @@ Calibration uses equal-width bins on the top-class confidence: bin ``b`` holds c
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 import numpy as np
-import torch
 
-from livt.data.longtail import class_groups
+from livt.data.longtail import FEW_THRESHOLD, MANY_THRESHOLD, class_groups
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
+    "SCALAR_METRICS",
     "ReliabilityBins",
+    "class_scores",
     "compute_metrics",
     "expected_calibration_error",
     "reliability_bins",
     "tail_accuracy",
 ]
 
-ArrayLike = np.ndarray | torch.Tensor | Sequence
+# The scalar metrics of ``compute_metrics``, in report order: what an epoch's history record,
+# meta.json's val metrics, export's accuracy table and the artifact's metadata carry (the per-class
+# lists and the confusion matrix stay in metrics.json).
+SCALAR_METRICS = ("top1", "top5", "balanced_acc", "many", "medium", "few", "ece", "mce", "nll")
+
+ArrayLike = Union[np.ndarray, "torch.Tensor", Sequence]
 
 
 class ReliabilityBins(NamedTuple):
@@ -43,8 +54,8 @@ def compute_metrics(
     targets: ArrayLike,
     train_counts: Sequence[int],
     *,
-    many: int = 100,
-    few: int = 20,
+    many: int = MANY_THRESHOLD,
+    few: int = FEW_THRESHOLD,
     n_bins: int = 15,
 ) -> dict[str, Any]:
     """All test metrics for ``logits`` ``(N, C)`` against class indices ``targets`` ``(N,)``.
@@ -82,6 +93,26 @@ def compute_metrics(
         "confusion": confusion.tolist(),
         "num_samples": len(y),
     }
+
+
+def class_scores(confusion: ArrayLike) -> dict[str, list[Any]]:
+    """Per-class ``precision``, ``recall``, ``f1`` and ``support`` of a confusion matrix (rows true).
+
+    As scikit-learn's ``classification_report``, except that an undefined value is ``None`` rather
+    than 0: precision of a class never predicted, recall of a class without samples, and F1 where
+    either is undefined (F1 is 0 where both are defined and 0).
+    """
+    matrix = _as_numpy(confusion, np.int64)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"expected a square confusion matrix, got shape {matrix.shape}")
+    hits, support, predicted = np.diag(matrix), matrix.sum(axis=1), matrix.sum(axis=0)
+    precision = [float(h / n) if n else None for h, n in zip(hits, predicted, strict=True)]
+    recall = [float(h / n) if n else None for h, n in zip(hits, support, strict=True)]
+    f1 = [
+        None if p is None or r is None else (2 * p * r / (p + r) if p + r else 0.0)
+        for p, r in zip(precision, recall, strict=True)
+    ]
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support.tolist()}
 
 
 def reliability_bins(probs: ArrayLike, targets: ArrayLike, n_bins: int = 15) -> ReliabilityBins:
@@ -125,7 +156,8 @@ def tail_accuracy(per_class: Sequence[float | None], train_counts: Sequence[int]
 
 
 def _as_numpy(x: ArrayLike, dtype: type | None = None) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
         x = x.detach().cpu()
         # numpy has no bfloat16; widen low-precision floats before converting.
         x = x.double() if x.is_floating_point() else x

@@ -1,43 +1,88 @@
-"""The run folder: creating it safely, its ``train.log`` and its ``metrics.jsonl``.
+"""The run folder: choosing it, claiming it only once a run is ready to train, its ``train.log`` and
+its ``metrics.jsonl``.
 
-A folder that already holds a run (a ``config.yaml``) is only reused with ``resume`` (same config;
-``epochs`` may grow) or ``overwrite`` (its outputs are deleted first).
+A run folder is planned (checked, nothing written) before a stage sets up and committed (created,
+``config.yaml`` written, the log so far flushed into ``train.log``) just before the first step, so a
+start that fails (a typo, missing data, a model that does not fit) leaves no folder behind. Without
+``--out`` a run goes to ``runs/<stage>/<name>``, numbered ``<name>2``, ``<name>3``... so that it never
+overwrites one. A folder that already holds a run (a ``config.yaml``) is only reused with ``resume``
+(same config; ``epochs`` may grow) or ``overwrite`` (its outputs are deleted first), or when that run
+never saved a checkpoint (a start that failed in its first epoch), which is replaced with a note.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
+import os
+import re
 import shutil
-import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from livt.training.checkpoint import CheckpointError, atomic_write_text, find_checkpoint, load_checkpoint_meta
 from livt.training.config import ConfigError, TrainConfig, config_to_yaml, load_run_config
 
+_logger = logging.getLogger(__name__)
+
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "train.log"
 HISTORY_FILE = "metrics.jsonl"
-# Fields that do not change what is computed (where, how fast); never a reason to refuse a folder.
-RUNTIME_FIELDS = ("out", "workers", "device", "compile")
-_OUTPUTS = (CONFIG_FILE, LOG_FILE, HISTORY_FILE, "metrics.json", "checkpoints", "plots")
+RUNS_DIR = Path("runs")
+# Fields that do not change what is computed (where, how fast, who watches); never a reason to refuse a folder.
+RUNTIME_FIELDS = ("out", "workers", "device", "compile", "logger")
+_OUTPUTS = (
+    CONFIG_FILE,
+    LOG_FILE,
+    HISTORY_FILE,
+    "metrics.json",
+    "checkpoints",
+    "plots",
+    "tensorboard",
+    "mlruns",
+)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def prepare_run_dir(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> Path:
-    """Check the run folder against ``cfg``, make sure it is writable and write ``config.yaml``.
+@dataclass(frozen=True)
+class RunFolder:
+    """Where a run will write, as planned before its setup; ``commit`` creates it."""
+
+    path: Path
+    auto: bool  # chosen by default: claimed under the next free number at commit
+    resume: bool
+    replace: bool  # the outputs of the run already there are deleted at commit
+
+
+def default_name(cfg: TrainConfig) -> str:
+    """The data set's name, or for an image folder the folder's own name (``runs/finetune/flowers``)."""
+    name = (
+        Path(cfg.data_root).resolve().name if cfg.dataset == "imagefolder" and cfg.data_root else cfg.dataset
+    )
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "run"
+
+
+def plan_run_dir(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> RunFolder:
+    """Check where ``cfg`` would write, against what is there; nothing is written.
 
     Raises:
         ConfigError: the folder holds a different run (without ``overwrite``), there is nothing to
-            resume, or the folder cannot be written.
+            resume, or the folder cannot be created.
     """
-    run_dir = Path(cfg.out)
-    saved = run_dir / CONFIG_FILE
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other")
-    if saved.is_file():
+    if not cfg.out:
+        if resume or overwrite:
+            flag = "--resume" if resume else "--overwrite"
+            raise ConfigError(f"{flag} needs --out RUN_DIR (a default run folder is new every time)")
+        return RunFolder(_next_free(RUNS_DIR / cfg.stage / default_name(cfg)), True, False, False)
+    run_dir = Path(cfg.out)
+    replace = overwrite
+    if (run_dir / CONFIG_FILE).is_file():
         old = load_run_config(run_dir)
         ignore = (*RUNTIME_FIELDS, "epochs") if resume else RUNTIME_FIELDS
         diffs = (
@@ -46,51 +91,143 @@ def prepare_run_dir(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> Path:
         if resume and diffs:
             raise ConfigError(f"cannot resume {run_dir}: its config differs ({'; '.join(diffs)})")
         if not resume and not overwrite:
-            what = f"a run with a different config ({'; '.join(diffs)})" if diffs else "a run"
-            raise ConfigError(
-                f"{run_dir} already holds {what}; pass --resume to continue it or --overwrite to replace it"
-            )
-        if overwrite:
-            for name in _OUTPUTS:
-                path = run_dir / name
-                if path.is_dir():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink(missing_ok=True)
+            if _saved_a_checkpoint(run_dir):
+                what = f"a run with a different config ({'; '.join(diffs)})" if diffs else "a run"
+                raise ConfigError(
+                    f"{run_dir} already holds {what}; pass --resume to continue it or --overwrite to replace it"
+                )
+            _logger.info("%s holds a run that never saved a checkpoint: it is replaced", run_dir)
+            replace = True
     elif resume:
         raise ConfigError(f"nothing to resume: {run_dir} holds no {CONFIG_FILE}")
-    check_writable(run_dir)
-    atomic_write_text(saved, config_to_yaml(cfg))
-    return run_dir
+    _check_creatable(run_dir)
+    return RunFolder(run_dir, False, resume, replace)
 
 
-def check_writable(folder: Path) -> None:
-    """Create ``folder`` if needed and prove a file can be written in it."""
+def commit_run_dir(folder: RunFolder, cfg: TrainConfig) -> Path:
+    """Create the planned folder (rank 0 only), write ``config.yaml`` and start ``train.log`` there.
+
+    Returns the folder, which for a default one is the number claimed now (another run may have
+    taken the planned one meanwhile).
+    """
+    path = folder.path
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
+        if folder.auto:
+            path = _claim(path)
+        else:
+            if folder.replace:
+                for name in _OUTPUTS:
+                    old = path / name
+                    shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
+            path.mkdir(parents=True, exist_ok=True)
+        # Rewritten on resume too: ``epochs`` may have grown.
+        atomic_write_text(path / CONFIG_FILE, config_to_yaml(dataclasses.replace(cfg, out=str(path))))
     except OSError as exc:
-        raise ConfigError(f"output folder {folder} is not writable: {exc.strerror or exc}") from exc
+        raise ConfigError(f"output folder {path} is not writable: {exc.strerror or exc}") from exc
+    RunLog.attach(path / LOG_FILE)
+    _logger.info("run folder %s", path)
+    return path
+
+
+def _next_free(base: Path) -> Path:
+    """``base``, else ``base2``, ``base3``... : the first that does not exist (Ultralytics' ``train2``)."""
+    n = 1
+    while (candidate := base if n == 1 else base.with_name(f"{base.name}{n}")).exists():
+        n += 1
+    return candidate
+
+
+def _claim(base: Path) -> Path:
+    """Create the first free ``base``, ``base2``... exclusively, so two runs never share one."""
+    path = _next_free(base)
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            path = _next_free(base)
+
+
+def _saved_a_checkpoint(run_dir: Path) -> bool:
+    try:
+        find_checkpoint(run_dir, "last")
+    except CheckpointError:
+        return False
+    return True
+
+
+def _check_creatable(folder: Path) -> None:
+    """Fail now, not after the setup, when ``folder`` cannot be created or written (nothing is made)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        reason = "Not a directory"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        reason = "Permission denied"
+    else:
+        return
+    raise ConfigError(f"output folder {folder} is not writable: {reason} ({existing})")
+
+
+class RunLog(logging.Handler):
+    """The ``livt`` loggers' records of one command: held in memory until the run folder exists,
+    then written to its ``train.log`` (and everything after them)."""
+
+    _active: RunLog | None = None
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.setFormatter(logging.Formatter(LOG_FORMAT))
+        self._held: list[logging.LogRecord] = []
+        self._file: logging.FileHandler | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._file is None:
+            self._held.append(record)
+        else:
+            self._file.emit(record)
+
+    @classmethod
+    def attach(cls, path: Path) -> None:
+        """Send the held records and all later ones to ``path`` (appended: a resumed run continues it)."""
+        log = cls._active
+        if log is None or log._file is not None:
+            return
+        log._file = logging.FileHandler(path, encoding="utf-8")
+        log._file.setFormatter(log.formatter)
+        for record in log._held:
+            log._file.emit(record)
+        log._held.clear()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        super().close()
 
 
 @contextlib.contextmanager
-def log_to_file(run_dir: Path, is_main: bool = True) -> Iterator[None]:
-    """Copy the ``livt`` loggers' INFO records into ``run_dir/train.log`` (rank 0; others log warnings)."""
+def run_log(is_main: bool = True) -> Iterator[None]:
+    """Collect the ``livt`` loggers' INFO records for ``train.log`` (rank 0; other ranks log warnings).
+
+    Nested uses share the outer one, so the CLI can hold what it logs before a stage starts (such as
+    the recipe options a ``--dataset`` dropped) for the run's log.
+    """
     logger = logging.getLogger("livt")
     old_level = logger.level
     logger.setLevel(logging.INFO if is_main else logging.WARNING)
-    handler = None
-    if is_main:
-        handler = logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
+    outer = RunLog._active is None
+    if outer:
+        RunLog._active = RunLog()
+        logger.addHandler(RunLog._active)
     try:
         yield
     finally:
-        if handler is not None:
-            logger.removeHandler(handler)
-            handler.close()
+        if outer:
+            logger.removeHandler(RunLog._active)
+            RunLog._active.close()
+            RunLog._active = None
         logger.setLevel(old_level)
 
 

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import PILToTensor
 
-from livt.data import DatasetNotFoundError, build_dataset, dataset_options, list_datasets
+from livt.data import DatasetNotFoundError, build_dataset, dataset_options, infer_options, list_datasets
 from livt.data.datasets import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 from livt.data.formats import DATA_ROOT_ENV, idx
 
@@ -353,3 +353,47 @@ def test_transform_is_applied():
     image, target = ds[3]
     assert isinstance(image, torch.Tensor) and image.shape == (3, 32, 32) and target == 3
     assert isinstance(build_dataset("synthetic", "test", n_test=1)[0][0], Image.Image)
+
+
+def test_imagefolder_reads_its_format_from_the_training_images(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    pixels = {}
+    for name, sizes in (("cat", [(30, 40), (30, 30), (50, 30)]), ("dog", [(30, 30), (31, 31)])):
+        for i, (w, h) in enumerate(sizes):
+            arr = rng.integers(0, 256, (h, w), dtype=np.uint8)
+            pixels[name, i] = arr
+            path = tmp_path / "train" / name / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(path)  # mode "L"
+    with caplog.at_level("INFO", logger="livt"):
+        assert infer_options("synthetic") == {}
+        found = infer_options("imagefolder", tmp_path)
+    everything = np.concatenate([a.ravel() / 255 for a in pixels.values()])
+    assert found["channels"] == 1 and found["image_size"] == 30  # the median shorter side
+    assert found["mean"] == [pytest.approx(everything.mean(), abs=1e-4)]
+    assert found["std"] == [pytest.approx(everything.std(), abs=1e-4)]
+    assert "channels 1" in caplog.text and "from 5 train images" in caplog.text
+    train = build_dataset("imagefolder", data_root=tmp_path)
+    assert (train.channels, train.image_size, list(train.mean)) == (1, 30, found["mean"])
+    assert train[0][0].mode == "L"
+    # given options win and are not looked for; one colour image makes the folder RGB
+    assert (
+        infer_options("imagefolder", tmp_path, channels=3, image_size=64, mean=[0.5] * 3, std=[0.2] * 3) == {}
+    )
+    Image.fromarray(rng.integers(0, 256, (500, 900, 3), dtype=np.uint8)).save(
+        tmp_path / "train" / "dog" / "x.jpg"
+    )
+    assert infer_options("imagefolder", tmp_path, mean=[0.5] * 3, std=[0.2] * 3) == {
+        "image_size": 30,
+        "channels": 3,
+    }
+
+
+def test_imagefolder_of_large_images_trains_at_224(tmp_path, caplog):
+    for i in range(3):
+        write_png(tmp_path / "train" / "a" / f"{i}.png", 100 + i, size=(400, 300))
+    with caplog.at_level("INFO", logger="livt"):
+        found = infer_options("imagefolder", tmp_path)
+    assert found["image_size"] == 224 and found["channels"] == 3
+    assert "median shorter side 300 px, capped at 224" in caplog.text
+    assert min(found["std"]) >= round(1 / 255, 4)  # a constant image: one grey level, not zero

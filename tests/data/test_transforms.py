@@ -133,3 +133,16 @@ def test_build_mixup():
     assert torch.allclose(targets.sum(1), torch.ones(4))
     with pytest.raises(ValueError, match="alphas must be >= 0"):
         build_mixup(4, -1.0, 0.0, 0.1)
+
+
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear", "bicubic", "box", "hamming", "lanczos"])
+def test_every_interpolation_of_the_one_list_resizes_alike_in_training_and_serving(interpolation):
+    from livt.images import INTERPOLATIONS
+    from livt.serving.preprocess import PreprocessConfig, transform
+
+    assert interpolation in INTERPOLATIONS
+    info = DatasetInfo("x", ("a",), 3, 8, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    ours = build_eval_transform(info, 8, crop_pct=0.8, interpolation=interpolation)(image).numpy()
+    served = transform(image, PreprocessConfig.from_dict(eval_preprocess_config(info, 8, 0.8, interpolation)))
+    np.testing.assert_allclose(ours, served, atol=1e-5)

@@ -75,3 +75,14 @@ def test_calibration_table_says_what_was_minimised_and_scores_every_candidate():
     )
     assert lines[4].split() == ["bcts", "0.4000", "5.00%", "0.5000", "4.00%"]
     assert calibration_table({"calibration": None}) == ""
+
+
+def test_group_thresholds_come_from_meta_json_unless_given():
+    from livt.export.pipeline import group_thresholds
+
+    meta = {"many_threshold": 60, "few_threshold": 10}
+    assert (group_thresholds(_opts(), meta).many, group_thresholds(_opts(), meta).few) == (60, 10)
+    assert group_thresholds(_opts(many=80), meta).many == 80
+    assert (group_thresholds(_opts(), {}).many, group_thresholds(_opts(), {}).few) == (100, 20)
+    with pytest.raises(ExportError, match=r"few \(70\) <= many \(60\).*meta.json"):
+        group_thresholds(_opts(few=70), meta)

@@ -109,3 +109,11 @@ def test_the_images_require_a_checksum():
     root = Path(__file__).resolve().parents[2]
     for dockerfile in ("docker/Dockerfile", "docker/Dockerfile.gpu"):
         assert "LIVT_REQUIRE_CHECKSUM=true" in (root / dockerfile).read_text(), dockerfile
+
+
+def test_version(capsys):
+    from livt import __version__
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"livt-serve {__version__}"

@@ -175,3 +175,37 @@ def test_an_unreadable_meta_is_a_checkpoint_error(tmp_path, content):
     (best / "meta.json").write_bytes(content)
     with pytest.raises(CheckpointError, match=r"meta\.json"):
         load_checkpoint_meta(best)
+
+
+def test_outputs_are_readable_by_the_group(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    save_checkpoint(tmp_path / "ckpt", torch.nn.Linear(3, 2), {"stage": "finetune"}, {"epoch": 0})
+    for name in ("meta.json", WEIGHTS_FILE, STATE_FILE):
+        assert (tmp_path / "ckpt" / name).stat().st_mode & 0o777 == 0o666 & ~umask  # 0644, not mkstemp's 0600
+
+
+def test_load_classifier_is_the_one_way_to_a_trained_model(finetune_run, pretrain_run, tmp_path, caplog):
+    import shutil
+
+    from livt.training.checkpoint import load_classifier, recorded_thresholds
+
+    model, ckpt, meta = load_classifier(finetune_run)
+    assert not model.training and ckpt.name == "best" and meta["stage"] == "finetune"
+    assert recorded_thresholds(meta) == (60, 20)  # synthetic-tiny's groups, in meta.json
+    assert load_classifier(finetune_run, "last").ckpt_dir.name == "last"
+    with pytest.raises(CheckpointError, match="'pretrain' checkpoint, not a fine-tuned classifier"):
+        load_classifier(pretrain_run)
+    run = tmp_path / "run"
+    shutil.copytree(finetune_run / "checkpoints", run / "checkpoints")
+    meta_path = run / "checkpoints" / "best" / "meta.json"
+    meta["model"]["embed_dim"] = 64  # weights of another model than meta.json says
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="cannot load the weights"):
+        load_classifier(run)
+    old = {k: v for k, v in meta.items() if k not in ("many_threshold", "few_threshold")}
+    with caplog.at_level("WARNING"):
+        assert recorded_thresholds(old) == (100, 20)
+    assert "records no Many/Few thresholds" in caplog.text

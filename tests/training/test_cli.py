@@ -33,7 +33,7 @@ def test_pretrain_run_folder(pretrain_run: Path):
     meta = json.loads((last / "meta.json").read_text())
     assert meta["stage"] == "pretrain" and meta["mae"]["decoder_depth"] == 1 and meta["epoch"] == 1
     assert {p.name for p in (pretrain_run / "plots").iterdir()} == {"loss.png", "reconstructions.png"}
-    assert "epoch 1/1" in (pretrain_run / "train.log").read_text()
+    assert "epoch 2/2" in (pretrain_run / "train.log").read_text()  # epochs counted from 1
 
 
 def test_finetune_run_folder_and_metrics(finetune_run: Path):
@@ -332,3 +332,126 @@ def test_evaluate_refuses_a_damaged_best_and_evaluates_last_on_request(
     assert "checkpoints/last (epoch 3) is intact: use it instead (--checkpoint last)" in line
     assert main([*args, "--checkpoint", "last"]) == 0
     assert json.loads((run / "eval-test" / "metrics.json").read_text())["checkpoint"].endswith("last")
+
+
+def test_a_failed_start_leaves_no_folder_and_default_folders_never_overwrite(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["finetune", *FINETUNE, "--from-scratch", "--loss", "foo"]) == 2
+    assert "unknown loss 'foo'" in _error_line(capsys, "finetune")
+    assert main(["pretrain", *PRETRAIN, "--model", "vit_nope"]) == 2
+    assert not (tmp_path / "runs").exists()  # neither left a run folder behind
+    for expected in ("synthetic", "synthetic2"):
+        assert main(["pretrain", *PRETRAIN, "--epochs", "1"]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[0] == f"wrote runs/pretrain/{expected}"
+        assert out[-1] == f"  livt-train finetune --recipe synthetic-tiny --init runs/pretrain/{expected}"
+        saved = yaml.safe_load((tmp_path / "runs" / "pretrain" / expected / "config.yaml").read_text())
+        assert saved["out"] == f"runs/pretrain/{expected}"
+    for flag in ("--resume", "--overwrite"):
+        assert main(["pretrain", *PRETRAIN, flag]) == 2
+        assert f"{flag} needs --out RUN_DIR" in _error_line(capsys, "pretrain")
+
+
+def test_a_run_that_never_saved_a_checkpoint_is_replaced(pretrain_run: Path, tmp_path: Path, caplog):
+    run = tmp_path / "failed"
+    run.mkdir()
+    shutil.copy(pretrain_run / "config.yaml", run / "config.yaml")  # what a run dying in epoch 1 leaves
+    (run / "train.log").write_text("the old log\n")
+    assert main(["pretrain", *PRETRAIN, "--epochs", "1", "--seed", "4", "--out", str(run)]) == 0
+    assert "never saved a checkpoint: it is replaced" in (run / "train.log").read_text()
+    assert "the old log" not in (run / "train.log").read_text()
+    assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == 4
+
+
+def test_version_list_and_print_config(tmp_path, monkeypatch, capsys):
+    from livt import __version__
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"livt-train {__version__}"
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{what}:\n" in out for what in ("recipes", "models", "datasets", "losses"))
+    assert "  fashion-mnist-lt         fashion-mnist-lt, vit_fmnist" in out
+    assert "  vit_fmnist               28 px, patch 4, 128 wide, 4 blocks" in out
+    assert main(["list", "losses"]) == 0
+    assert capsys.readouterr().out.split() == ["ce", "bce", "bal-ce", "bal-bce", "cb-ce", "ldam", "focal"]
+    monkeypatch.chdir(tmp_path)
+    assert (
+        main(["finetune", "--recipe", "synthetic-tiny", "--from-scratch", "--tau", "0.5", "--print-config"])
+        == 0
+    )
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["stage"] == "finetune" and printed["tau"] == 0.5 and printed["many"] == 60
+    assert printed["out"] == "runs/finetune/synthetic" and not (tmp_path / "runs").exists()
+
+
+def test_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--min-steps-per-epoch MIN_STEPS_PER_EPOCH" in out and "(default: 10)" in out
+    assert "{auto,test,val}" in out and "{none,tensorboard,mlflow,wandb}" in out
+
+
+def test_tensorboard_gets_the_scalars_of_every_epoch(tmp_path: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    assert main(["finetune", *FINETUNE, "--from-scratch", "--epochs", "2", "--logger", "tensorboard",
+                 "--out", str(out)]) == 0  # fmt: skip
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "val/loss", "val/balanced_acc", "test/balanced_acc"} <= tags
+    assert [e.step for e in events.Scalars("val/balanced_acc")] == [1, 2]
+    history = _history(out)
+    assert events.Scalars("train/loss")[1].value == pytest.approx(history[1]["train_loss"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert events.Scalars("test/balanced_acc")[0].value == pytest.approx(metrics["balanced_acc"])
+
+
+def test_a_missing_tracker_library_is_one_line_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    import importlib
+
+    real_import = importlib.import_module
+
+    def no_mlflow(name: str, *args):
+        if name.split(".")[0] == "mlflow":
+            raise ImportError("No module named 'mlflow'")
+        return real_import(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", no_mlflow)
+    assert main(["pretrain", *PRETRAIN, "--logger", "mlflow", "--out", str(tmp_path / "r")]) == 2
+    assert "--logger mlflow needs the mlflow package: pip install mlflow" in _error_line(capsys, "pretrain")
+    assert not (tmp_path / "r").exists()
+
+
+def test_mlflow_gets_the_params_and_scalars_where_installed(tmp_path: Path, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "ml"
+    assert main(["pretrain", *PRETRAIN, "--logger", "mlflow", "--out", str(out)]) == 0
+    client = MlflowClient(tracking_uri=f"sqlite:///{(out / 'mlflow.db').resolve()}")
+    (run,) = client.search_runs([client.get_experiment_by_name("livt-pretrain").experiment_id])
+    assert run.info.run_name == "ml" and run.data.params["dataset"] == "synthetic"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2]
+
+
+def test_wandb_runs_offline_in_the_run_folder_where_installed(tmp_path: Path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    out = tmp_path / "wb"
+    assert main(["pretrain", *PRETRAIN, "--logger", "wandb", "--out", str(out)]) == 0
+    (offline,) = (out / "wandb").glob("offline-run-*")  # nothing sent anywhere
+    assert any(offline.glob("*.wandb"))
+
+
+def test_an_overwrite_that_fails_to_start_keeps_the_old_run(pretrain_run: Path, tmp_path: Path, capsys):
+    run = _copy_run(pretrain_run, tmp_path)
+    assert main(["pretrain", *PRETRAIN, "--overwrite", "--model", "vit_nope", "--out", str(run)]) == 2
+    assert "unknown ViT preset 'vit_nope'" in _error_line(capsys, "pretrain")
+    assert (run / "checkpoints" / "last" / "model.safetensors").is_file()
+    assert (run / "train.log").read_text() == (pretrain_run / "train.log").read_text()

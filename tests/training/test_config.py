@@ -119,3 +119,49 @@ def test_recipe_sections_are_checked(tmp_path: Path):
         read_stage_values(path, "finetune")
     with pytest.raises(ConfigError, match="unknown recipe 'nope'"):
         build_config("pretrain", recipe="nope")
+
+
+@pytest.mark.parametrize(("recipe", "options"), [("fashion-mnist-lt", "imbalance_factor=100, val_per_class=300"),
+                                                   ("synthetic-tiny", "num_classes=10")])  # fmt: skip
+def test_a_recipes_data_options_stay_with_its_data_set(recipe, options, caplog):
+    with caplog.at_level("INFO", logger="livt"):
+        cfg = build_config("finetune", recipe=recipe, overrides={"dataset": "imagefolder", "init": "p"})
+    assert cfg.dataset_options == {}
+    assert "the command line sets dataset imagefolder: dropped the dataset options of" in caplog.text
+    assert options in caplog.text
+    # the layer that names the data set keeps its own options; a data set named again keeps them too
+    flags = {"dataset": "imagefolder", "dataset_options": {"channels": 1}, "init": "p"}
+    assert build_config("finetune", recipe=recipe, overrides=flags).dataset_options == {"channels": 1}
+    same = build_config(
+        "finetune", recipe="fashion-mnist-lt", overrides={"dataset": "fashion-mnist-lt", "init": "p"}
+    )
+    assert same.dataset_options == {"imbalance_factor": 100, "val_per_class": 300}
+
+
+def test_a_config_file_of_another_data_set_keeps_its_options_from_the_recipe(tmp_path: Path):
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        config_to_yaml(build_config("pretrain", overrides={"dataset": "imagefolder", "model": "m"}))
+    )
+    cfg = build_config("pretrain", recipe="synthetic-tiny", config=path)
+    assert cfg.dataset == "imagefolder" and cfg.dataset_options == {}
+
+
+def test_choices_and_interpolations_are_one_list():
+    from livt.images import INTERPOLATIONS, RESAMPLE
+
+    assert tuple(RESAMPLE) == INTERPOLATIONS and "lanczos" in INTERPOLATIONS
+    assert FinetuneConfig(**BASE, from_scratch=True, interpolation="lanczos").interpolation == "lanczos"
+    with pytest.raises(ConfigError, match="interpolation must be one of nearest, bilinear, bicubic, box"):
+        FinetuneConfig(**BASE, from_scratch=True, interpolation="cubic")
+    with pytest.raises(ConfigError, match="logger must be one of none, tensorboard"):
+        PretrainConfig(**BASE, logger="comet")
+    with pytest.raises(ConfigError, match="test_split must be one of auto, test, val"):
+        FinetuneConfig(**BASE, from_scratch=True, test_split="train")
+
+
+def test_out_is_optional_and_the_thresholds_default_beside_class_groups():
+    from livt.data.longtail import FEW_THRESHOLD, MANY_THRESHOLD
+
+    cfg = FinetuneConfig(dataset="synthetic", model="vit_micro", from_scratch=True)
+    assert cfg.out == "" and (cfg.many, cfg.few) == (MANY_THRESHOLD, FEW_THRESHOLD) == (100, 20)

@@ -91,7 +91,7 @@ def test_nan_loss_leaves_last_good_checkpoint(tmp_path: Path, monkeypatch, capsy
     with monkeypatch.context() as m:
         _interrupt_in_epoch(m, epoch=1, poison=True)
         assert main(["pretrain", *TINY, "--epochs", "2", "--out", str(out)]) == 2
-    assert "loss is nan at step 12 (epoch 1" in capsys.readouterr().err
+    assert "loss is nan at step 12 (epoch 2/2" in capsys.readouterr().err
     meta = json.loads((out / "checkpoints/last/meta.json").read_text())
     assert meta["epoch"] == 0
     assert all(torch.isfinite(t).all() for t in _weights(out).values())

@@ -105,7 +105,7 @@ def test_bal_bce_bias_orders_head_to_tail():
 def test_logit_bias_matches_the_export_offset(name):
     counts = longtail_counts(10)
     pi = np.asarray(counts) / sum(counts)
-    offset = prior_offset(pi, name, 0.7, len(counts), "loss")
+    offset = prior_offset(pi, name, 0.7, len(counts), rule="loss")  # the loss's own offset, not Bayes'
     bias = build_loss(name, counts, tau=0.7).logit_bias
     np.testing.assert_allclose(bias.numpy(), offset, rtol=1e-6)
 

@@ -132,3 +132,32 @@ def test_bad_inputs_name_the_problem():
         compute_metrics(LOGITS, TARGETS, TRAIN_COUNTS, many=10, few=20)
     with pytest.raises(ValueError, match="n_bins must be >= 1"):
         reliability_bins(PROBS, TARGETS, n_bins=0)
+
+
+def test_class_scores_are_classification_reports():
+    from sklearn.metrics import precision_recall_fscore_support
+
+    from livt.training.metrics import class_scores
+
+    m = compute_metrics(LOGITS, TARGETS, TRAIN_COUNTS)
+    scores = class_scores(m["confusion"])
+    ref = precision_recall_fscore_support(TARGETS, LOGITS.argmax(axis=1), zero_division=0)
+    for got, want in zip(
+        (scores["precision"], scores["recall"], scores["f1"], scores["support"]), ref, strict=True
+    ):
+        assert got == pytest.approx(list(want))
+    # a class never predicted has no precision, one without images no recall: None, not 0
+    unseen = class_scores([[2, 0, 0], [1, 0, 0], [0, 0, 0]])
+    assert unseen["precision"][1] is None and unseen["recall"][2] is None and unseen["f1"][1] is None
+    assert unseen["f1"][0] == pytest.approx(2 * (2 / 3) * 1 / (2 / 3 + 1))
+
+
+def test_scalar_metrics_are_what_compute_metrics_returns_and_import_without_torch():
+    import subprocess
+    import sys
+
+    from livt.training.metrics import SCALAR_METRICS
+
+    assert set(SCALAR_METRICS) <= set(compute_metrics(LOGITS, TARGETS, TRAIN_COUNTS))
+    code = "import sys; sys.modules['torch'] = None; import livt.training.metrics, livt.export.metadata; print('ok')"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "ok"
