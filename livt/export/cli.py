@@ -25,7 +25,7 @@ EXIT_USAGE = 2
 _EPILOG = """\
 examples:
   livt-export --run runs/fmnist-ft --out artifacts/fmnist.onnx
-  livt-export --run runs/fmnist-ft --prior train --calibrate --optimize --int8 --out artifacts/fmnist.onnx
+  livt-export --run runs/fmnist-ft --prior train --calibrate --int8 --out artifacts/fmnist.onnx
   livt-export --run runs/fmnist-ft --prior deploy_prior.json --format triton --out model_repository
   livt-export --run runs/fmnist-ft --format tensorrt --fp16 --max-batch 64 --out artifacts/fmnist.plan
   livt-export benchmark artifacts/fmnist.onnx artifacts/fmnist.int8.onnx --run runs/fmnist-ft

@@ -50,24 +50,18 @@ def export_onnx(
     metadata: dict[str, Any],
     *,
     opset: int = DEFAULT_OPSET,
-    contrib_attention: bool = False,
 ) -> None:
     """Write ``module`` (a ``FoldedClassifier``, returning ``(logits, probabilities)``) to ``path``.
 
     One ONNX file, the batch axis dynamic, ``metadata`` in ``metadata_props["livt"]``. The ViT's
-    attention is exported as ``livt.export.attention`` says: standard ops, or ONNX Runtime's fused
-    contrib op with ``contrib_attention`` (then only ONNX Runtime runs the file). ``module`` itself
-    is left as it is.
+    attention is exported as ``livt.export.attention`` computes it; ``module`` itself is left as it is.
     """
-    from livt.export.attention import CONTRIB_DOMAIN, for_export
+    from livt.export.attention import for_export
 
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is too old: LayerNormalization needs opset >= {MIN_OPSET}")
-    if contrib_attention and opset != DEFAULT_OPSET:
-        raise ValueError(f"the fused attention is exported at opset {DEFAULT_OPSET} (TorchScript exporter)")
     module = copy.deepcopy(module).eval()
-    for_export(module.model, contrib=contrib_attention)
-    custom_opsets = {CONTRIB_DOMAIN: 1} if contrib_attention else None
+    for_export(module.model)
     # Batch 2, not 1: a batch of 1 invites exporters to specialise the batch axis away.
     example = torch.zeros(2, *input_shape)
     with torch.no_grad(), warnings.catch_warnings():
@@ -98,7 +92,6 @@ def export_onnx(
                     opset_version=opset,
                     dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)},
                     dynamo=False,
-                    custom_opsets=custom_opsets,
                 )
                 model = onnx.load(str(tmp))
             finally:

@@ -71,11 +71,6 @@ class ExportOptions:
     calibration_folds: int = _opt(5, "cross-validation folds for --calibrate", "folding")
     # ONNX
     opset: int = _opt(17, f"ONNX opset (>= {MIN_OPSET})", "ONNX")
-    optimize: bool = _opt(
-        False,
-        "also write X.opt.onnx: fused attention and the transformer fusions (ONNX Runtime only)",
-        "ONNX",
-    )
     int8: bool = _opt(False, "also write an INT8 model (X.int8.onnx or X.qdq.onnx)", "ONNX")
     int8_mode: str | None = _opt(
         None,
@@ -150,10 +145,6 @@ class ExportOptions:
             raise ExportError("--int8-mode needs --int8")
         if self.int8_mode not in (None, *INT8_MODE_CHOICES):
             raise ExportError(f"--int8-mode must be 'dynamic' or 'static', got {self.int8_mode!r}")
-        if self.optimize and self.opset != MIN_OPSET:
-            raise ExportError(f"--optimize exports ONNX Runtime's fused attention at --opset {MIN_OPSET}")
-        if engine and self.optimize:
-            raise ExportError("--optimize fuses ops for ONNX Runtime; TensorRT optimises the graph itself")
         if engine and self.int8_mode == "dynamic":
             raise ExportError("TensorRT INT8 needs explicit Q/DQ: use --int8-mode static (or leave it out)")
         if self.format == "onnx" and self.out.suffix != ".onnx":

@@ -21,7 +21,6 @@ from livt.export.variants import FP32, Metadata, check_agreement
 
 _ONNX_SUFFIX = {
     FP32: ".onnx",
-    "onnx-optimized": ".opt.onnx",
     "onnx-int8-dynamic": ".int8.onnx",
     "onnx-int8-qdq": ".qdq.onnx",
 }
@@ -90,9 +89,7 @@ def publish_triton(
         model_file = tmp / "model.plan"
         model_meta = build_verified_engine(opts, variants, folded, x_check, metadata, model_file, report)
     else:
-        name = next(
-            n for n in ("onnx-int8-dynamic", "onnx-int8-qdq", "onnx-optimized", FP32) if n in variants
-        )
+        name = next(n for n in ("onnx-int8-dynamic", "onnx-int8-qdq", FP32) if n in variants)
         model_file = variants[name]
         model_meta = read_onnx_metadata(model_file)
     files = write_triton_model(

@@ -1,8 +1,5 @@
-"""ONNX Runtime graph optimisation and INT8 quantisation of an exported model.
+"""INT8 quantisation of an exported model.
 
-- ``optimize_onnx``: ORT's transformer optimizer (``model_type="vit"``) fuses LayerNorm with the
-  residual additions and GELU with its bias into ORT contrib ops, on a graph whose attention is
-  already ORT's fused ``Attention`` (``livt.export.attention``); the result runs on ONNX Runtime only.
 - ``quantize_int8_dynamic``: weights INT8, activations quantised on the fly; ORT's recommended CPU
   path for transformers (no calibration data).
 - ``quantize_int8_static``: QDQ (QuantizeLinear/DequantizeLinear pairs) with activation ranges
@@ -29,7 +26,6 @@ from onnxruntime.quantization import (
     quantize_dynamic,
     quantize_static,
 )
-from onnxruntime.transformers.optimizer import optimize_model
 
 from livt.artifact import INPUT_NAME
 from livt.export.metadata import write_onnx_metadata
@@ -39,17 +35,6 @@ logger = logging.getLogger(__name__)
 INT8_MODES = {"dynamic": "int8-dynamic", "static": "int8-qdq"}
 # Quantising the softmax/LayerNorm path costs accuracy for little speed; keep matmuls and convs.
 _QUANTIZED_OPS = ["MatMul", "Gemm", "Conv"]
-
-
-def optimize_onnx(
-    src: Path, dst: Path, metadata: dict[str, Any], *, num_heads: int, hidden_size: int
-) -> None:
-    """Write ORT's transformer-optimised (fused) version of ``src`` to ``dst``."""
-    optimized = optimize_model(
-        str(src), model_type="vit", num_heads=num_heads, hidden_size=hidden_size, opt_level=1
-    )
-    logger.info("fused ops: %s", optimized.get_fused_operator_statistics())
-    _save(optimized.model, dst, metadata)
 
 
 def quantize_int8_dynamic(src: Path, dst: Path, metadata: dict[str, Any]) -> None:

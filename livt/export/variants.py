@@ -1,4 +1,4 @@
-"""The ONNX artifacts of one export (fp32, optimised, INT8), each verified against PyTorch."""
+"""The ONNX artifacts of one export (fp32, INT8), each verified against PyTorch."""
 
 from __future__ import annotations
 
@@ -30,26 +30,12 @@ def export_variants(
     Raises ``VerificationError`` when a variant strays from PyTorch on ``x_check``.
     """
     from livt.export.onnx import compare, export_onnx, make_session, run_onnx, run_torch
-    from livt.export.quantize import INT8_MODES, optimize_onnx, quantize_int8_dynamic, quantize_int8_static
+    from livt.export.quantize import INT8_MODES, quantize_int8_dynamic, quantize_int8_static
     from livt.export.source import load_subset, open_split
 
     reference = run_torch(folded, x_check)
     variants: dict[str, Path] = {FP32: tmp / "model.onnx"}
     export_onnx(folded, variants[FP32], source.input_shape, metadata(), opset=opts.opset)
-    if opts.optimize:
-        # ONNX Runtime's fused attention, then its transformer optimizer for what is left to fuse.
-        fused = tmp / "model.fused-attention.onnx"
-        export_onnx(folded, fused, source.input_shape, metadata(), opset=opts.opset, contrib_attention=True)
-        variants["onnx-optimized"] = tmp / "model.opt.onnx"
-        cfg = source.meta["model"]
-        optimize_onnx(
-            fused,
-            variants["onnx-optimized"],
-            metadata(),
-            num_heads=int(cfg["num_heads"]),
-            hidden_size=int(cfg["embed_dim"]),
-        )
-        fused.unlink()
     mode = opts.resolved_int8_mode
     if mode is not None:
         name = f"onnx-{INT8_MODES[mode]}"

@@ -226,7 +226,6 @@ def test_pretrain_run_is_refused(run_dir, tmp_path, capsys):
         (["--max-batch", "64"], "shape a TensorRT engine"),
         (["--int8-mode", "static"], "--int8-mode needs --int8"),
         (["--opset", "16"], "opset >= 17"),
-        (["--format", "tensorrt", "--optimize"], "TensorRT optimises the graph itself"),
         (["--format", "tensorrt", "--int8", "--int8-mode", "dynamic"], "explicit Q/DQ"),
     ],
 )

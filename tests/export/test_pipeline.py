@@ -21,10 +21,6 @@ def test_int8_mode_defaults_follow_the_format():
         ({"format": "coreml"}, "--format"),
         ({"out": "m.plan"}, "must end in .onnx"),
         ({"format": "tensorrt"}, "must end in .plan"),
-        (
-            {"format": "triton", "triton_platform": "tensorrt_plan", "out": "repo", "optimize": True},
-            "--optimize",
-        ),
         ({"eval_split": "train"}, "--eval-split"),
         ({"atol": -1.0}, "--atol"),
         ({"many": 10, "few": 20}, "--few"),

@@ -1,4 +1,4 @@
-"""INT8 and optimised variants, exported through the CLI and checked against the fp32 model."""
+"""INT8 variants, exported through the CLI and checked against the fp32 model."""
 
 import hashlib
 import json
@@ -11,13 +11,13 @@ from livt.export.metadata import read_onnx_metadata
 
 def test_int8_variants_report_accuracy_beside_fp32(run_dir, tmp_path, capsys):
     out = tmp_path / "m.onnx"
-    args = ["--run", str(run_dir), "--out", str(out), "--optimize", "--int8", "--int8-min-agreement", "0.5"]
+    args = ["--run", str(run_dir), "--out", str(out), "--int8", "--int8-min-agreement", "0.5"]
     assert main(args) == 0
     assert main([*args[:4], "--out", str(tmp_path / "s.onnx"), "--int8", "--int8-mode", "static",
                  "--int8-min-agreement", "0.5", "--eval-split", "val"]) == 0  # fmt: skip
     stdout = capsys.readouterr().out
     assert "onnx-int8-dynamic" in stdout and "bal.acc" in stdout
-    models = {"m.onnx", "m.opt.onnx", "m.int8.onnx", "s.onnx", "s.qdq.onnx"}
+    models = {"m.onnx", "m.int8.onnx", "s.onnx", "s.qdq.onnx"}
     sums = {f"{name}.sha256" for name in models}
     assert {p.name for p in tmp_path.iterdir()} == models | sums | {"export_report.json"}
     for name in models:  # sha256sum format, naming the published file
