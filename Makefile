@@ -10,7 +10,7 @@ TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 RUNS ?= runs
 
-.PHONY: install data demo test lint pytest serve-artifact serve-check docker-check lock study bench bench-docker clean
+.PHONY: install data demo test lint pytest serve-artifact serve-check docker-check lock study bench bench-docker page-figures clean
 
 install: $(VENV)/.installed
 
@@ -71,6 +71,10 @@ lock: install
 JOBS ?= 1
 study: install data
 	$(PY) benchmarks/study.py --runs $(RUNS)/study --jobs $(JOBS) $(ARGS)
+
+# docs/figures/page-*.png: the service's page in headless Chromium on the demo's model (`make demo` first).
+page-figures: install
+	$(PY) scripts/page_screenshots.py --model $(RUNS)/fmnist/export/model.onnx --out docs/figures
 
 # Figures for docs/performance.md, on the demo's model (run `make demo` first).
 FMNIST_VIT := --img-size 28 --patch-size 4 --in-chans 1 --embed-dim 128 --depth 4 --heads 4 \
