@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
 import signal
 import sys
+from collections.abc import Mapping
 
 from pydantic import ValidationError
 
@@ -88,6 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def unknown_environment(environ: Mapping[str, str]) -> list[str]:
+    """``LIVT_*`` variables that name no setting (a typo such as ``LIVT_MAX_BATCHES`` is otherwise silent).
+
+    Kubernetes' service links for a Service named "livt" (``LIVT_SERVICE_HOST``, ``LIVT_PORT_8000_TCP``...)
+    are left out: the pod did not choose them.
+    """
+    prefix = ServeSettings.model_config["env_prefix"]
+    known = {prefix + name.upper() for name in ServeSettings.model_fields}
+    links = re.compile(rf"^{prefix}(SERVICE_(HOST|PORT)(_.*)?|PORT_\d+_(TCP|UDP|SCTP)(_.*)?)$")
+    return sorted(k for k in environ if k.startswith(prefix) and k not in known and not links.match(k))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -98,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"livt-serve: {where}: {err['msg']} (flag or LIVT_ environment variable)", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    unknown = unknown_environment(os.environ)
+    if unknown:
+        logging.getLogger("livt.serving").warning(
+            "ignoring environment variables that name no setting: %s", ", ".join(unknown)
+        )
 
     # Load before the server starts so a bad artifact is one line and exit code 2, not a traceback.
     from livt.serving.app import create_app

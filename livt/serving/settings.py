@@ -94,6 +94,17 @@ class ServeSettings(BaseSettings):
         False, description="refuse to start without a checksum (--sha256 or ARTIFACT.sha256)"
     )
 
+    @field_validator("port", mode="before")
+    @classmethod
+    def _not_a_service_link(cls, value: object) -> object:
+        # Kubernetes sets LIVT_PORT=tcp://IP:PORT in every pod when a Service is named "livt".
+        if isinstance(value, str) and value.startswith("tcp://"):
+            raise ValueError(
+                f"{value!r} is a Kubernetes service link (a Service named 'livt' sets LIVT_PORT): set "
+                "enableServiceLinks: false in the pod spec, or name the Service otherwise"
+            )
+        return value
+
     @field_validator("providers", mode="before")
     @classmethod
     def _split_providers(cls, value: object) -> object:

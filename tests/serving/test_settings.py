@@ -56,3 +56,18 @@ def test_hardening_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch
     assert ServeSettings(model="m.onnx", host="192.168.1.5").allowed_hosts == ["*"]
     with pytest.raises(ValidationError, match="decode_threads"):
         ServeSettings(model="m.onnx", decode_threads=0)
+
+
+def test_a_kubernetes_service_link_in_livt_port_is_named(tmp_path, monkeypatch):
+    """A Service called "livt" sets LIVT_PORT=tcp://IP:PORT in its pods (service links)."""
+    monkeypatch.setenv("LIVT_PORT", "tcp://10.0.0.7:8000")
+    with pytest.raises(ValidationError, match="Kubernetes service link"):
+        ServeSettings(model=tmp_path / "m.onnx")
+
+
+def test_unknown_livt_variables_are_reported_but_service_links_are_not():
+    from livt.serving.cli import unknown_environment
+
+    env = {"LIVT_MAX_BATCHES": "8", "LIVT_MAX_BATCH": "8", "LIVT_SERVICE_HOST": "10.0.0.7",
+           "LIVT_PORT_8000_TCP_ADDR": "10.0.0.7", "HOME": "/root"}  # fmt: skip
+    assert unknown_environment(env) == ["LIVT_MAX_BATCHES"]
