@@ -14,6 +14,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from livt import __version__
@@ -26,6 +27,7 @@ from livt.serving.metrics import MetricsMiddleware, ServingMetrics
 from livt.serving.model import ServedModel, load_model
 from livt.serving.openapi import install_openapi
 from livt.serving.prior_monitor import PriorMonitor, PriorSnapshot
+from livt.serving.raw_predict import RawImagePredictMiddleware
 from livt.serving.routers import metrics, predict, prior, ui, v2
 from livt.serving.security import BrowserGuardMiddleware
 from livt.serving.settings import ServeSettings
@@ -118,6 +120,10 @@ def create_app(settings: ServeSettings, *, model: ServedModel | None = None) -> 
     install_openapi(app)
     # The last added middleware is the outermost: metrics see the body-limit's 413s and the Host
     # check's 400s too, and every response, those included, gets the browser-facing headers.
+    predict_route = next(
+        r for r in predict.router.routes if isinstance(r, APIRoute) and r.endpoint is predict.predict
+    )
+    app.add_middleware(RawImagePredictMiddleware, route=predict_route)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(BrowserGuardMiddleware, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(MetricsMiddleware, metrics=app_metrics)

@@ -52,57 +52,60 @@ def responses(*codes: int) -> dict[int | str, dict]:
     return {code: {"model": ErrorResponse} for code in codes}
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Register the JSON error handlers on ``app``."""
-
-    @app.exception_handler(ServingError)
-    async def _serving(_: Request, exc: ServingError) -> JSONResponse:
+def exception_response(exc: Exception) -> JSONResponse:
+    """The JSON error response for ``exc``: the one mapping from failures to statuses."""
+    if isinstance(exc, ServingError):
         return error_response(exc.status_code, exc.message, exc.headers)
-
-    @app.exception_handler(ImageError)
-    async def _image(_: Request, exc: ImageError) -> JSONResponse:
+    if isinstance(exc, ImageError):
         return error_response(exc.status_code, str(exc))
-
-    @app.exception_handler(PriorError)
-    async def _prior(_: Request, exc: PriorError) -> JSONResponse:
+    if isinstance(exc, PriorError):
         return error_response(400, f"invalid prior: {exc}")
-
-    @app.exception_handler(ValidationError)
-    async def _body(_: Request, exc: ValidationError) -> JSONResponse:
+    if isinstance(exc, ValidationError):
         errors = exc.errors()
         too_many = [e for e in errors if e["type"] == TOO_MANY]
         if too_many:
             return error_response(413, _describe(too_many))
         return error_response(400, f"invalid request: {_describe(errors)}")
-
-    @app.exception_handler(RequestValidationError)
-    async def _params(_: Request, exc: RequestValidationError) -> JSONResponse:
+    if isinstance(exc, RequestValidationError):
         return error_response(400, f"invalid request: {_describe(exc.errors())}")
-
-    @app.exception_handler(QueueFullError)
-    async def _full(_: Request, exc: QueueFullError) -> JSONResponse:
+    if isinstance(exc, QueueFullError):
         return error_response(503, f"busy: {exc}", {"Retry-After": str(RETRY_AFTER_S)})
-
-    @app.exception_handler(BatcherClosedError)
-    async def _closed(_: Request, exc: BatcherClosedError) -> JSONResponse:
+    if isinstance(exc, BatcherClosedError):
         return error_response(503, str(exc), {"Retry-After": str(RETRY_AFTER_S)})
-
-    @app.exception_handler(InferenceError)
-    async def _inference(_: Request, exc: InferenceError) -> JSONResponse:
+    if isinstance(exc, InferenceError):
         return error_response(502, str(exc))
-
-    @app.exception_handler(InferenceTimeoutError)
-    async def _timeout(_: Request, exc: InferenceTimeoutError) -> JSONResponse:
+    if isinstance(exc, InferenceTimeoutError):
         return error_response(504, str(exc))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if isinstance(exc, StarletteHTTPException):
         return error_response(exc.status_code, str(exc.detail), exc.headers)
+    logger.error("unhandled error", exc_info=exc)
+    return error_response(500, f"internal error ({type(exc).__name__})")
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error")
-        return error_response(500, f"internal error ({type(exc).__name__})")
+
+# The types exception_response maps, registered with FastAPI one by one: its handlers match by type.
+HANDLED = (
+    ServingError,
+    ImageError,
+    PriorError,
+    ValidationError,
+    RequestValidationError,
+    QueueFullError,
+    BatcherClosedError,
+    InferenceError,
+    InferenceTimeoutError,
+    StarletteHTTPException,
+    Exception,
+)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register ``exception_response`` on ``app`` for every failure."""
+
+    async def handle(_: Request, exc: Exception) -> JSONResponse:
+        return exception_response(exc)
+
+    for exc_type in HANDLED:
+        app.add_exception_handler(exc_type, handle)
 
 
 def missed_deadline(timeout_s: float) -> InferenceTimeoutError:

@@ -41,13 +41,23 @@ INLINE_DECODE_PIXELS = 64 * 64
 _FORM_FIELDS = 8  # top_k and prior, and room for a client's mistakes to be named
 
 
+def media_type(content_type: str) -> str:
+    """``image/png`` from ``Content-Type: Image/PNG; q=1``: what decides how a body is read."""
+    return content_type.split(";")[0].strip().lower()
+
+
+def is_image_file(media: str) -> bool:
+    """Whether a body of this media type is one image file (see ``media_type``)."""
+    return media.startswith("image/") or media == OCTET_STREAM
+
+
 async def read_predict_request(request: Request, requests: RequestModels) -> PredictInput:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = media_type(request.headers.get("content-type", ""))
     if content_type == MULTIPART:
         return await _read_multipart(request, requests)
     if content_type == JSON:
         return await requests.json_predict(request)
-    if content_type.startswith("image/") or content_type == OCTET_STREAM:
+    if is_image_file(content_type):
         # An empty body is one empty file: decoding says "empty", as for an empty upload.
         options = requests.options(request.query_params.multi_items())
         return PredictInput([await request.body()], options.top_k, options.prior)
