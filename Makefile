@@ -76,14 +76,12 @@ study: install data
 page-figures: install
 	$(PY) scripts/page_screenshots.py --model $(RUNS)/fmnist/export/model.onnx --out docs/figures
 
-# Figures for docs/performance.md, on the demo's model (run `make demo` first).
-FMNIST_VIT := --img-size 28 --patch-size 4 --in-chans 1 --embed-dim 128 --depth 4 --heads 4 \
-	--num-classes 10 --decoder-dim 64 --decoder-depth 1 --decoder-heads 4
+# Every row of docs/performance.md's table, side by side, and its figures (run `make demo` first;
+# MAE_REPO: a copy of github.com/facebookresearch/mae for the MGP row, else that row is skipped).
+MAE_REPO ?=
 bench: install
-	$(PY) benchmarks/bench_train.py $(FMNIST_VIT) --batch-size 256 --steps 10 --precision fp32
-	$(PY) benchmarks/bench_train.py $(FMNIST_VIT) --batch-size 256 --steps 10 --precision bf16
-	$(PY) benchmarks/bench_infer.py --run $(RUNS)/fmnist/finetune --out $(RUNS)/bench/infer.json
-	$(PY) benchmarks/bench_serve.py --model $(RUNS)/fmnist/export/model.onnx
+	$(PY) benchmarks/bench_summary.py --run $(RUNS)/fmnist/finetune --model $(RUNS)/fmnist/export/model.onnx \
+		--json $(RUNS)/bench/summary.json --figures docs/figures $(if $(MAE_REPO),--mae-repo $(MAE_REPO))
 
 # The image (make docker-check builds it) against the same server on this host, interleaved.
 bench-docker: install

@@ -14,7 +14,9 @@ that a slow moment of the machine hits all:
   no longer has ``np.float``;
 - ``livt``: ``livt.models.MaskedAutoencoder`` with ``livt.training.optim.build_optimizer`` as
   ``livt-train pretrain`` builds them, in eager mode;
-- ``livt-compiled``: the same with ``torch.compile`` (``livt-train --compile``).
+- ``-compiled``: with ``torch.compile`` (``livt-train --compile``); ``-bf16``: under bf16 autocast
+  (``--precision bf16``), on either side (``mae-bf16``: the reference's own step under autocast, as
+  its main_pretrain runs on a GPU).
 
 GFLOP/s are the model FLOPs of a step (``torch.utils.flop_counter``: matmuls and attention)
 per second, next to the machine's fp32 matmul peak measured in the same script with a plain
@@ -43,6 +45,15 @@ from livt.training.engine import autocast, resolve_precision
 from livt.training.optim import build_optimizer
 
 Step = Callable[[], None]
+# side: (implementation, torch.compile, precision)
+SIDES = {
+    "mae": ("mae", False, "fp32"),
+    "livt": ("livt", False, "fp32"),
+    "livt-compiled": ("livt", True, "fp32"),
+    "mae-bf16": ("mae", False, "bf16"),
+    "livt-bf16": ("livt", False, "bf16"),
+    "livt-compiled-bf16": ("livt", True, "bf16"),
+}
 
 
 def reference_model(repo: Path, args: argparse.Namespace) -> torch.nn.Module:
@@ -126,31 +137,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=20, help="timed steps per side and round")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--sides", nargs="+", default=["mae", "livt", "livt-compiled"],
-                   choices=["mae", "livt", "livt-compiled"])  # fmt: skip
+    p.add_argument("--sides", nargs="+", default=list(SIDES), choices=list(SIDES))
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     args = p.parse_args(argv)
     if not (args.mae_repo / "models_mae.py").is_file():
         p.error(f"--mae-repo {args.mae_repo} holds no models_mae.py")
 
     device = resolve_device(args.device)
-    dtype = resolve_precision(args.precision, device)
     torch.manual_seed(0)
     images = torch.randn(args.batch_size, args.in_chans, args.img_size, args.img_size, device=device)
     steps: dict[str, Step] = {}
     flops: dict[str, float] = {}
     for side in args.sides:
-        if side == "mae":
+        implementation, compiled, precision = SIDES[side]
+        if implementation == "mae":
             model = reference_model(args.mae_repo, args).to(device)
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
         else:
             model = livt_model(args).to(device)
             optimizer = build_optimizer(model, lr=1e-4, weight_decay=0.05, betas=(0.9, 0.95))
         flops[side] = step_flops(model, images)
-        if side == "livt-compiled":
+        if compiled:
             model = torch.compile(model)
-        steps[side] = make_step(model, optimizer, images, dtype)
+        steps[side] = make_step(model, optimizer, images, resolve_precision(precision, device))
         for _ in range(3):  # warm-up (and compilation)
             steps[side]()
     peak = matmul_peak(device)
