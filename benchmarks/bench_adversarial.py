@@ -34,10 +34,11 @@ from bench_serve import (
     _event_loop,
     _percentile,
     _reference,
-    _start_server,
     request_bytes,
 )
 from PIL import Image
+
+from livt.serving.process import ServerProcess
 
 INFER = "/v2/models/livt/infer"
 
@@ -306,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     image, x1, expected_top1 = _reference(args.model, None)
-    proc, url = _start_server(args.model, ["--require-checksum", *args.server_arg])
+    server = ServerProcess(args.model, ["--require-checksum", *args.server_arg]).start()
+    url, pid = server.url, server.pid
     rng = random.Random(args.seed)
     per_round = args.requests // args.rounds
     results: dict[str, dict] = {
@@ -322,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         good = request_bytes(url, image, "raw", {})
         bad = bad_requests(url, tuple(x1.shape), _num_classes(url), image.data)
         loop = _event_loop()
-        with RssSampler(proc.pid) as rss:
+        with RssSampler(pid) as rss:
             # Warm-up: ORT's first batches, the server's caches, the client's code paths.
             loop.run_until_complete(
                 run_round(url, [("good", good)] * (4 * args.concurrency), args.concurrency, expected_top1)
@@ -348,10 +350,9 @@ def main(argv: list[str] | None = None) -> int:
             final_mb = rss.rss() / 2**20
         with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=5) as res:
             ready = json.load(res)["ready"]
-        hwm_mb = _status_kb(proc.pid, "VmHWM") / 1024
+        hwm_mb = _status_kb(pid, "VmHWM") / 1024
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        server.stop()
 
     clean, adversarial = (_summary(results[m]["good"]) for m in ("clean", "adversarial"))
     for mode, summary in (("clean", clean), ("adversarial", adversarial)):

@@ -48,10 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     p50: dict[str, list[float]] = {name: [] for name in CONFIGS}
     try:
         for _ in range(args.rounds):
-            for name, (proc, url) in servers.items():
-                request = request_bytes(url, image, "raw", {})
+            for name, server in servers.items():
+                request = request_bytes(server.url, image, "raw", {})
                 level = http_level(
-                    "light", url, request, args.concurrency, args.requests, expected_top1, proc.pid, {}
+                    "light", server.url, request, args.concurrency, args.requests, expected_top1, server.pid, {}
                 )
                 rates[name].append(level["requests_per_s"])
                 p50[name].append(level["p50_ms"])
