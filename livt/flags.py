@@ -1,5 +1,6 @@
 """Typed dataclasses (the training stage configs, export options) to and from the command line and
-plain data: flags generated from their fields, YAML values coerced to their types, choices checked.
+plain data: flags generated from their fields, YAML values coerced to their types, choices checked;
+and the flags of a pydantic settings model (``livt-serve``), from its fields the same way.
 
 Each field becomes ``--field-name`` (underscores to dashes) with the type of its annotation, the help
 text of its metadata and its default named in that help, so a default is written once, in the
@@ -73,6 +74,36 @@ def _help(f: dataclasses.Field) -> str:
     shown = (
         "none" if default is None else ("on" if default is True else "off" if default is False else default)
     )
+    return f"{text} (default: {shown})" if text else f"(default: {shown})"
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, model: type, *, skip: tuple[str, ...] = ()) -> None:
+    """One flag per field of pydantic model ``model`` (but those in ``skip``), help from its description.
+
+    Values stay text: the model parses and validates them as it does its environment variables, so
+    a flag and a variable are read alike and fail alike. A ``bool`` is ``--x / --no-x``, a ``Literal``
+    lists its choices.
+    """
+    for name, info in model.model_fields.items():
+        if name in skip:
+            continue
+        hint = info.annotation
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        kwargs: dict[str, Any] = {"dest": name, "help": _settings_help(info)}
+        if hint is bool:
+            parser.add_argument(field_flag(name), action=argparse.BooleanOptionalAction, **kwargs)
+            continue
+        if typing.get_origin(hint) is typing.Literal:
+            kwargs["choices"] = list(typing.get_args(hint))
+        parser.add_argument(field_flag(name), **kwargs)
+
+
+def _settings_help(info: Any) -> str:
+    text = info.description or ""
+    if "default:" in text or info.default_factory is not None or info.is_required() or info.default is None:
+        return text
+    shown = "on" if info.default is True else "off" if info.default is False else info.default
     return f"{text} (default: {shown})" if text else f"(default: {shown})"
 
 

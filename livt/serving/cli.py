@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pydantic import ValidationError
 
 from livt import __version__
+from livt.flags import add_settings_flags
 from livt.serving.artifact import ArtifactError
 from livt.serving.settings import ServeSettings
 
@@ -31,63 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
         "set as an environment variable LIVT_<FLAG> (e.g. LIVT_MODEL, LIVT_MAX_BATCH, LIVT_API_KEY).",
         argument_default=argparse.SUPPRESS,
     )
-    add = parser.add_argument
-    add("--version", action="version", version=f"%(prog)s {__version__}")
-    add("--model", help="the artifact: model.onnx, or model.plan with model.plan.json")
-    add("--model-name", help="name under /v2/models/{name} (default: livt)")
-    add("--sha256", help="expected sha256 of the artifact (default: ARTIFACT.sha256 if present)")
-    add(
-        "--require-checksum",
-        action=argparse.BooleanOptionalAction,
-        help="refuse to start without a checksum to verify (default: off, a missing one is logged; on in "
-        "the Docker images)",
-    )
-    add("--providers", help="comma-separated ONNX Runtime providers, in order")
-    add("--intra-op-threads", type=int, help="ONNX Runtime intra-op threads (default: its own)")
-    add(
-        "--intra-op-spinning",
-        action=argparse.BooleanOptionalAction,
-        help="let idle ONNX Runtime threads busy-wait: lower latency when idle, less throughput under "
-        "load (default: off)",
-    )
-    add("--host", help="address to bind (default: 127.0.0.1)")
-    add("--port", type=int, help="port (default: 8000)")
-    add("--max-batch", type=int, help="most images per model call (default: 32)")
-    add("--max-delay-ms", type=float, help="longest a batch waits for more requests (default: 5)")
-    add("--max-queue", type=int, help="requests waiting before 503 (default: 256)")
-    add("--timeout-s", type=float, help="inference deadline per request, else 504 (default: 30)")
-    add("--max-body-bytes", type=int, help="largest request body, else 413 (default: 32 MiB)")
-    add("--max-images", type=int, help="most images per request, else 413 (default and most: --max-batch)")
-    add("--max-image-pixels", type=int, help="largest image in pixels, else 413 (default: 40M)")
-    add(
-        "--default-prior",
-        choices=["model", "balanced", "train", "estimated"],
-        help="prior of requests that name none (default: model, the artifact's own)",
-    )
-    add(
-        "--prior-window", type=int, help="recent images the estimated prior rests on, 0 = off (default: 2000)"
-    )
-    add("--prior-min-images", type=int, help="images before 'estimated' is applied (default: 500)")
-    add("--prior-interval-s", type=float, help="seconds between re-estimates of the prior (default: 5)")
-    add("--prior-bootstrap", type=int, help="bootstrap resamples for the estimate's spread (default: 20)")
-    add("--metrics-max-classes", type=int, help="per-class Prometheus series up to this many classes (200)")
-    add(
-        "--max-request-pixels",
-        type=int,
-        help="most pixels in all of a request's images, from their headers, else 413 (default: 64M)",
-    )
-    add("--decode-threads", type=int, help="threads decoding large images (default: half the CPUs)")
-    add(
-        "--allowed-hosts",
-        help="comma-separated Host names to answer, '*' for any (default: loopback names when bound to "
-        "loopback, else any)",
-    )
-    add("--log-level", choices=["critical", "error", "warning", "info", "debug"], help="(default: info)")
-    add(
-        "--access-log",
-        action=argparse.BooleanOptionalAction,
-        help="log one line per request (default: off; /metrics counts requests)",
-    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    # The key is read from LIVT_API_KEY only: a flag would show it in the process list.
+    add_settings_flags(parser, ServeSettings, skip=("api_key",))
     return parser
 
 

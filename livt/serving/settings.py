@@ -33,9 +33,11 @@ class ServeSettings(BaseSettings):
         "server is idle, less throughput under load (the event loop loses CPU to them)",
     )
 
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
-    log_level: str = "info"
+    host: str = Field("127.0.0.1", description="address to bind")
+    port: int = Field(8000, ge=0, le=65535, description="port to listen on")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="log level"
+    )
     access_log: bool = Field(
         False, description="log a line per request (off: /metrics counts requests, for less CPU each)"
     )

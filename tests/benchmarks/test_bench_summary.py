@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_summary.py"
+from .scripts import BENCHMARKS, load_script
 
-
-def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("livt_bench_summary", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-summary = _load_script()
+summary = load_script(BENCHMARKS / "bench_summary.py")
 
 
 def _results() -> dict:

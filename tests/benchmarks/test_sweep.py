@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import yaml
 
 from livt.training.config import build_config, load_run_config, recipe_path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "sweep.py"
+from .scripts import BENCHMARKS, load_script
 
-
-def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("livt_sweep", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-sweep = _load_script()
+sweep = load_script(BENCHMARKS / "sweep.py")
 
 
 @pytest.fixture(scope="module")
