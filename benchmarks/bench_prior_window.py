@@ -51,7 +51,14 @@ def main(argv: list[str] | None = None) -> int:
             for name, server in servers.items():
                 request = request_bytes(server.url, image, "raw", {})
                 level = http_level(
-                    "light", server.url, request, args.concurrency, args.requests, expected_top1, server.pid, {}
+                    "light",
+                    server.url,
+                    request,
+                    args.concurrency,
+                    args.requests,
+                    expected_top1,
+                    server.pid,
+                    {},
                 )
                 rates[name].append(level["requests_per_s"])
                 p50[name].append(level["p50_ms"])

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from study import CELLS, HEADLINE_TAU, SWEPT, Run, Study, choose_tau
+from study_grid import CELLS, HEADLINE_TAU, SWEPT, Run, Study, choose_tau
 
 VERDICT_START, VERDICT_END = "<!-- verdict:start -->", "<!-- verdict:end -->"
 GROUPS = ("balanced_acc", "many", "medium", "few", "tail3")

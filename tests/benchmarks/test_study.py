@@ -16,6 +16,7 @@ from livt.training.config import recipe_path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import study  # benchmarks/ is a script folder, not a package
+import study_grid
 import study_report
 
 CELLS = ["mgp/bal-bce", "mgp/ce", "scratch/ce"]
@@ -147,7 +148,7 @@ def test_bad_arguments_exit_with_status_2(extra: list[str], tmp_path: Path) -> N
 
 def test_paired_verdicts() -> None:
     def res(seed: int, acc: float) -> dict:
-        return {"run": study.Run("if100", "mgp", "ce", seed), "metrics": {"balanced_acc": acc}}
+        return {"run": study_grid.Run("if100", "mgp", "ce", seed), "metrics": {"balanced_acc": acc}}
 
     a = [res(s, v) for s, v in enumerate((0.80, 0.82, 0.81))]
     better = [res(s, v) for s, v in enumerate((0.85, 0.871, 0.859))]
