@@ -4,6 +4,7 @@ refusing a bad model. ``make docker-check`` runs these on an image it has just b
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import io
 import json
@@ -320,8 +321,10 @@ def test_a_bad_model_exits_at_once_with_the_cause_in_the_logs(
         data[len(data) // 2] ^= 0xFF
         (models / "model.onnx").write_bytes(bytes(data))
         (models / "model.onnx.sha256").write_text(Path(f"{artifact}.sha256").read_text())
-    elif case == "garbage":
-        (models / "model.onnx").write_bytes(b"\x08\x01 this is no ONNX model")
+    elif case == "garbage":  # with its checksum: the image requires one, and it must not be the cause
+        garbage = b"\x08\x01 this is no ONNX model"
+        (models / "model.onnx").write_bytes(garbage)
+        (models / "model.onnx.sha256").write_text(f"{hashlib.sha256(garbage).hexdigest()}  model.onnx\n")
     for f in models.iterdir():
         f.chmod(0o644)
     container = run_container(*readme_run_args(), model_dir=models)
