@@ -79,7 +79,12 @@ class PriorMonitor:
             self._thread.join()
 
     def observe(self, balanced_logits: np.ndarray) -> None:
-        """Add a batch's calibrated balanced logits ``[n, K]`` to the window (any thread)."""
+        """Add a batch's calibrated balanced logits ``[n, K]`` to the window (any thread).
+
+        Rows that are not finite are left out: they were answered 502 or 400, and one such row in
+        the window would stop every estimate until it had rolled out.
+        """
+        balanced_logits = balanced_logits[np.isfinite(balanced_logits).all(axis=1)]
         n = len(balanced_logits)
         if n == 0:
             return

@@ -38,6 +38,17 @@ def test_a_batch_larger_than_the_window_keeps_its_last_rows():
     assert {tuple(r) for r in monitor._logits} == {tuple(r) for r in rows[2:]}
 
 
+def test_rows_that_are_not_finite_stay_out_of_the_window():
+    rng = np.random.default_rng(1)
+    monitor = PriorMonitor(3, window=100, min_images=1, interval_s=60, bootstrap=0)
+    rows = _logits(rng, np.full(3, 1 / 3), 20, 3)
+    rows[[2, 7]] = np.nan  # a model fault's batch: those requests got a 502
+    rows[11, 1] = np.inf
+    monitor.observe(rows)
+    assert monitor.seen == 17
+    assert monitor.estimate_now().estimate.images == 17  # and not "posteriors must be finite"
+
+
 def test_estimate_now_recovers_the_stream_prior():
     rng = np.random.default_rng(0)
     k, pi = 4, np.array([0.7, 0.1, 0.1, 0.1])
