@@ -197,9 +197,11 @@ def test_metrics_answer(served: Container):
 def test_no_torch_no_root_no_compilers_inside(served: Container, image: str):
     torch = docker("exec", served.id, "python", "-c", "import torch", check=False)
     assert torch.returncode != 0 and "No module named 'torch'" in torch.stderr, torch.stderr
-    # The training commands are installed with the package, and say what they lack.
+    # The training commands are installed with the package, and say what they lack (the first
+    # missing import, which may be yaml or timm as well as torch) and how to install it.
     train = docker("exec", served.id, "livt-train", "list", check=False)
-    assert train.returncode == 2 and "needs the package 'torch'" in train.stderr, train.stderr
+    assert train.returncode == 2 and "livt-train: needs the package '" in train.stderr, train.stderr
+    assert "pip install torch torchvision" in train.stderr, train.stderr
     assert "Traceback" not in train.stderr
     uid = docker("exec", served.id, "id", "-u").stdout.strip()
     assert uid.isdigit() and int(uid) != 0
