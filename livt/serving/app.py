@@ -55,10 +55,7 @@ def create_app(settings: ServeSettings, *, model: ServedModel | None = None) -> 
 
         def on_batch(size: int, seconds: float, outputs: tuple[np.ndarray, ...]) -> None:
             app_metrics.observe_batch(size, seconds)
-            balanced = served.balanced_logits(outputs[0])
-            app_metrics.observe_predictions(balanced.argmax(axis=1))
-            if monitor is not None:
-                monitor.observe(balanced)
+            app_metrics.observe_predictions(served.balanced_logits(outputs[0]).argmax(axis=1))
 
         batcher = DynamicBatcher(
             served.run,

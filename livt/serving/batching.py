@@ -181,7 +181,7 @@ class DynamicBatcher:
             return
         elapsed = time.perf_counter() - start
         if self._on_batch is not None:
-            # After the model call and on this thread: observers (metrics, the prior window) cost no
+            # After the model call and on this thread: observers (the metrics) cost no
             # request any latency, but must be quick, since the next batch waits for them.
             try:
                 self._on_batch(len(inputs), elapsed, outputs)

@@ -44,6 +44,10 @@ _PRIOR_DOC = (
     "non-negative number per class (normalised); default: the server's --default-prior"
 )
 _TOP_K_DOC = "how many classes to return per image"
+_OBSERVE_DOC = (
+    "count these images in the server's estimate of the traffic's prior (GET /v1/prior); false for "
+    "images already sent (another prior or top_k for the same images), which would count twice"
+)
 
 
 # An FP32 value as JSON: a number (not a string, not a boolean) that float32 holds.
@@ -89,8 +93,7 @@ class PredictInput:
     """A validated ``/v1/predict`` request; ``files`` are file bytes, or base64 text still to decode."""
 
     files: list[bytes | str]
-    top_k: int
-    prior: object
+    options: Any  # RequestModels.predict_options: top_k, prior, observe
 
 
 class RequestModels:
@@ -116,14 +119,16 @@ class RequestModels:
             Field(description=_PRIOR_DOC),
         ]
         TopK = Annotated[int, Field(strict=True, ge=1, le=limits.max_top_k, description=_TOP_K_DOC)]
+        Observe = Annotated[bool, Field(strict=True, description=_OBSERVE_DOC)]
 
         class PredictOptions(BaseModel):
-            """``top_k`` and ``prior`` of ``POST /v1/predict``: query parameters, form fields or JSON."""
+            """The options of ``POST /v1/predict``: query parameters, form fields or JSON."""
 
             model_config = ConfigDict(extra="forbid")
 
             top_k: TopK = 5
             prior: Prior = None
+            observe: Observe = True
 
         class PredictJSONRequest(PredictOptions):
             """``POST /v1/predict`` with ``Content-Type: application/json``."""
@@ -189,6 +194,7 @@ class RequestModels:
 
             binary_data_output: Annotated[bool, Field(strict=True)] = False
             prior: Prior = None
+            observe: Observe = True
 
         class InferRequest(BaseModel):
             """An Open Inference Protocol v2 request: one FP32 tensor ``input``."""
@@ -197,7 +203,8 @@ class RequestModels:
 
             id: Annotated[str, Field(strict=True)] | None = None
             parameters: InferParameters | None = Field(
-                None, description="binary_data_output (bool), and livt's 'prior' (as in /v1/predict)"
+                None,
+                description="binary_data_output (bool), and livt's 'prior' and 'observe' (as in /v1/predict)",
             )
             inputs: Annotated[list[InferInput], Field(min_length=1, max_length=1)]
             outputs: list[RequestedOutput] | None = None
@@ -213,7 +220,7 @@ class RequestModels:
     def options(
         self, query: Iterable[tuple[str, str]], body: Mapping[str, Any] | None = None, where: str = "body"
     ) -> BaseModel:
-        """``top_k`` and ``prior`` from the query string and, for a form or JSON, the body: one may say each."""
+        """The options from the query string and, for a form or JSON, the body: one may say each."""
         given = text_values(query, "query parameter")
         body = body or {}
         twice = sorted(given.keys() & body.keys())
@@ -238,7 +245,7 @@ class RequestModels:
         parsed = self.predict_json.model_validate_json(body)
         stated = {name: getattr(parsed, name) for name in parsed.model_fields_set - {"images"}}
         options = self.options(request.query_params.multi_items(), stated, "JSON body")
-        return PredictInput(list(parsed.images), options.top_k, options.prior)
+        return PredictInput(list(parsed.images), options)
 
     # --- /v2 infer -----------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The deployment's label prior, estimated from the images the service sees (``--prior-window``).
 
-The batcher hands every batch's calibrated balanced logits to ``PriorMonitor.observe`` on its worker
-thread (a copy into a ring buffer: off the request path, microseconds per batch). A background
+Every prediction request hands its calibrated balanced logits to ``PriorMonitor.observe`` (a copy
+into a ring buffer: microseconds), unless it says ``observe=false`` (images it sent before). A background
 thread re-estimates the prior from the window every ``interval_s`` by EM (``livt.label_shift``) with
 a bootstrap spread, and publishes an immutable snapshot that requests read without locking. Below
 ``min_images`` a request for the ``estimated`` prior gets the balanced one, and is told so.

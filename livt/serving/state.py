@@ -54,9 +54,19 @@ class ServingState:
     prior_monitor: PriorMonitor | None = None
 
     async def infer(
-        self, batch: np.ndarray, prior: RequestPrior, deadline: float, reservation: Reservation | None = None
+        self,
+        batch: np.ndarray,
+        prior: RequestPrior,
+        deadline: float,
+        reservation: Reservation | None = None,
+        *,
+        observe: bool = True,
     ) -> Inference:
-        """Run ``batch`` (through ``reservation`` when the request holds one) by ``deadline``."""
+        """Run ``batch`` (through ``reservation`` when the request holds one) by ``deadline``.
+
+        With ``observe`` the batch's balanced logits join the prior window: per request, not per
+        model call, so a client re-sending images it already sent can leave them out.
+        """
         timeout_s = max(deadline - time.perf_counter(), 0.0)
         try:
             if reservation is not None:
@@ -66,6 +76,9 @@ class ServingState:
         except InferenceTimeoutError:
             raise missed_deadline(self.settings.timeout_s) from None
         prediction = self.model.apply_prior(*result.outputs, prior.offset)
+        if observe and self.prior_monitor is not None:
+            # Before the finiteness check: the monitor leaves non-finite rows out itself.
+            self.prior_monitor.observe(self.model.balanced_logits(result.outputs[0]))
         check_finite((prediction.logits, prediction.probabilities), batch, self.model.info.preprocess)
         self.metrics.queue_time.observe(result.queue_s)
         return Inference(prediction, prior, result)

@@ -60,7 +60,7 @@ async def read_predict_request(request: Request, requests: RequestModels) -> Pre
     if is_image_file(content_type):
         # An empty body is one empty file: decoding says "empty", as for an empty upload.
         options = requests.options(request.query_params.multi_items())
-        return PredictInput([await request.body()], options.top_k, options.prior)
+        return PredictInput([await request.body()], options)
     raise ServingError(
         415,
         f"send {_FORMATS} as the body, {MULTIPART} (field 'files') or {JSON} (base64 'images'); "
@@ -88,7 +88,7 @@ async def _read_multipart(request: Request, requests: RequestModels) -> PredictI
         options = requests.options(
             request.query_params.multi_items(), text_values(fields, "form field"), "form"
         )
-        return PredictInput([await u.read() for u in uploads], options.top_k, options.prior)
+        return PredictInput([await u.read() for u in uploads], options)
     finally:
         await form.close()
 

@@ -372,6 +372,13 @@ def test_estimated_prior_panel(browser, artifact: Path, pngs: list[Path], tmp_pa
                 break
             assert time.monotonic() < deadline, estimate
             time.sleep(0.2)
+        # Another prior sends the same images again, with observe=false: the server counts none twice.
+        page.select_option("#prior", "balanced")
+        wait_settled(page)
+        page.select_option("#prior", "estimated")
+        wait_settled(page)
+        assert "prior: estimated" in page.locator("#status").inner_text()
+        assert httpx.get(f"{url}/v1/prior").json()["seen"] == estimate["seen"]
         page.get_by_role("button", name="Refresh").click()
         page.wait_for_selector(f'#estimate[data-updated="{estimate["updated_at"]}"]')
         summary = page.locator("#estimate-summary").inner_text()

@@ -3,9 +3,10 @@
 ``POST /v1/predict`` takes its images in one of three bodies: the image file itself
 (``Content-Type: image/png``, ``image/jpeg``, ... or ``application/octet-stream``; one image), a
 multipart form (field ``files``, repeatable), or JSON with base64 ``images``. The raw body is the
-cheapest to parse, so the fastest for one image. ``top_k`` and ``prior`` are query parameters
-whatever the body, or form fields / JSON keys of a form or JSON body (not both). Every value is
-read by ``livt.serving.inputs``.
+cheapest to parse, so the fastest for one image. ``top_k``, ``prior`` and ``observe`` (false:
+leave images sent again out of the traffic's prior estimate) are query parameters whatever the
+body, or form fields / JSON keys of a form or JSON body (not both). Every value is read by
+``livt.serving.inputs``.
 """
 
 from __future__ import annotations
@@ -40,16 +41,17 @@ async def predict(request: Request, state: StateDep) -> Response:
     settings, model = state.settings, state.model
     deadline = start + settings.timeout_s
     with state.batcher.reserve() as reservation:
-        options = await read_predict_request(request, state.requests)
+        given = await read_predict_request(request, state.requests)
+        options = given.options
         prior = state.resolve_prior(options.prior)
-        batch = decode_inline(options.files, model.info.preprocess, settings)
+        batch = decode_inline(given.files, model.info.preprocess, settings)
         if batch is None:
             # Forming batches wait for reserved requests: not for one that decodes in a thread.
             reservation.release()
             batch = await decode_in_pool(
-                options.files, model.info.preprocess, settings, state.decoder, deadline
+                given.files, model.info.preprocess, settings, state.decoder, deadline
             )
-        answer = await state.infer(batch, prior, deadline, reservation)
+        answer = await state.infer(batch, prior, deadline, reservation, observe=options.observe)
     result = answer.batch
     classes = model.info.classes
     response = PredictResponse(

@@ -127,7 +127,9 @@ async def _infer(state: ServingState, name: str, version: str, request: Request)
     requested = req.outputs or [requests.requested_output(name=n) for n in OUTPUT_NAMES]
 
     model = state.model
-    answer = await state.infer(batch, state.resolve_prior(params.prior), start + state.settings.timeout_s)
+    answer = await state.infer(
+        batch, state.resolve_prior(params.prior), start + state.settings.timeout_s, observe=params.observe
+    )
     tensors = {"logits": answer.prediction.logits, "probabilities": answer.prediction.probabilities}
 
     outputs, chunks = [], []

@@ -264,15 +264,20 @@ async function classify(entries) {
   const run = ++state.run;
   entries.forEach(showPending);
   showStatus(`Classifying ${entries.length} image${entries.length === 1 ? "" : "s"}…`);
-  let pending = entries.slice();
+  // Images the server has counted in its prior estimate go in requests of their own, sent with
+  // observe=false: re-classifying under another prior must not count them again.
+  let pending = [...entries.filter((e) => !e.counted), ...entries.filter((e) => e.counted)];
   let last = null;
   let failures = 0;
   while (pending.length) {
-    const chunk = pending.slice(0, state.batchLimit);
+    const counted = Boolean(pending[0].counted);
+    const end = pending.findIndex((e, i) => i >= state.batchLimit || Boolean(e.counted) !== counted);
+    const chunk = pending.slice(0, end < 0 ? pending.length : end);
     const form = new FormData();
     for (const entry of chunk) form.append("files", entry.file, entry.name);
     form.append("top_k", $("topk").value);
     form.append("prior", prior);
+    form.append("observe", String(!counted));
     let reply;
     try {
       reply = await getJSON("/v1/predict", { method: "POST", body: form });
@@ -282,6 +287,7 @@ async function classify(entries) {
       showStatus("The server could not be reached.", "", true);
       return;
     }
+    if (reply.res.ok) chunk.forEach((e) => (e.counted = true)); // counted even if superseded
     if (run !== state.run) return; // the prior or the images changed meanwhile
     const { res, body, message } = reply;
     if (res.ok) {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import time
@@ -149,3 +150,40 @@ def test_default_prior_estimated_needs_a_window_and_balanced_logits(artifact: Pa
         ServeSettings(model=artifact, prior_window=0, default_prior="estimated")
     with pytest.raises(ArtifactError, match="--default-prior estimated needs balanced logits"):
         load_model(ServeSettings(model=_ce_artifact(artifact, tmp_path), default_prior="estimated"))
+
+
+def test_observe_false_leaves_the_images_out_of_the_window(artifact: Path):
+    """Images sent again (another prior, another top_k) with observe=false are not counted twice."""
+    png = io.BytesIO()
+    Image.new("RGB", (16, 16), (90, 30, 200)).save(png, format="PNG")
+    image = png.getvalue()
+    tensor = {"name": "input", "shape": [2, 3, 16, 16], "datatype": "FP32", "data": [0.0] * 2 * 3 * 16 * 16}
+    with running_server(create_app(ServeSettings(model=artifact))) as url:
+        predict = f"{url}/v1/predict"
+        raw = {"content": image, "headers": {"Content-Type": "image/png"}}
+        not_counted = [
+            httpx.post(f"{predict}?observe=false", **raw),
+            httpx.post(predict, files=[("files", ("a.png", image, "image/png"))], data={"observe": "false"}),
+            httpx.post(predict, json={"images": [base64.b64encode(image).decode()], "observe": False}),
+            httpx.post(
+                f"{url}/v2/models/livt/infer", json={"inputs": [tensor], "parameters": {"observe": False}}
+            ),
+        ]
+        assert [r.status_code for r in not_counted] == [200] * 4, [r.text for r in not_counted]
+        assert httpx.get(f"{url}/v1/prior").json()["seen"] == 0
+        # The default counts, whatever the body: 1 + 2 + 1 images.
+        counted = [
+            httpx.post(predict, **raw),
+            httpx.post(predict, files=[("files", ("a.png", image, "image/png"))] * 2, data={"observe": "true"}),
+            httpx.post(f"{url}/v2/models/livt/infer", json={"inputs": [{**tensor, "shape": [1, 3, 16, 16],
+                       "data": tensor["data"][: 3 * 16 * 16]}]}),
+        ]  # fmt: skip
+        assert [r.status_code for r in counted] == [200] * 3, [r.text for r in counted]
+        assert httpx.get(f"{url}/v1/prior").json()["seen"] == 4
+        # A flag is a JSON boolean: the text "false" in JSON, or a number, is refused.
+        for body in ({"images": [base64.b64encode(image).decode()], "observe": "false"},
+                     {"images": [base64.b64encode(image).decode()], "observe": 0}):  # fmt: skip
+            res = httpx.post(predict, json=body)
+            assert res.status_code == 400 and "observe" in res.json()["error"], res.text
+        res = httpx.post(f"{predict}?observe=no", **raw)
+        assert res.status_code == 400 and "observe" in res.json()["error"], res.text
