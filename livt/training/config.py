@@ -212,6 +212,11 @@ class FinetuneConfig(TrainConfig):
     mixup: float = _opt(0.8, "mixup alpha (0 = off)")
     cutmix: float = _opt(1.0, "cutmix alpha (0 = off)")
     smoothing: float = _opt(0.1, "label smoothing")
+    ema_decay: float = _opt(
+        0.0,
+        "keep an EMA of the weights with this decay (timm ModelEmaV3, warmed up); val, the best "
+        "checkpoint and test then use it (0 = off)",
+    )
     crop_pct: float = _opt(1.0, "eval center-crop fraction (resize to img_size / crop_pct first)")
     interpolation: str = _opt("bicubic", "resize interpolation", choices=INTERPOLATIONS)
     many: int = _opt(MANY_THRESHOLD, "classes with more training images than this are many-shot")
@@ -242,6 +247,7 @@ class FinetuneConfig(TrainConfig):
         _require(0 <= self.reprob <= 1, f"reprob must be in [0, 1], got {self.reprob}")
         _require(self.mixup >= 0 and self.cutmix >= 0, "mixup and cutmix alphas must be >= 0")
         _require(0 <= self.smoothing < 1, f"smoothing must be in [0, 1), got {self.smoothing}")
+        _require(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")
         _require(0 < self.crop_pct <= 1, f"crop_pct must be in (0, 1], got {self.crop_pct}")
         _require(0 <= self.few <= self.many, f"need 0 <= few ({self.few}) <= many ({self.many})")
 

@@ -100,12 +100,14 @@ def train_one_epoch(
     clip_grad: float | None = None,
     amp_dtype: torch.dtype | None = None,
     progress: bool = True,
+    after_step: Callable[[int], None] | None = None,
 ) -> EpochStats:
     """Run ``steps_per_epoch`` optimizer steps of ``accum_steps`` micro-batches each.
 
     ``epoch`` counts from 0 (as checkpoints do); the bar and the messages count from 1, of ``epochs``.
     ``step`` counts optimizer steps before this epoch (it drives the lr schedule). Micro-batches
     beyond the last full accumulation group are skipped, so every step sees the same batch size.
+    ``after_step(steps_done)`` runs after every optimizer step (a weight EMA's update).
 
     Raises:
         TrainingDiverged: a NaN/inf loss (checked on every rank, before its backward pass).
@@ -156,6 +158,8 @@ def train_one_epoch(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
+            if after_step is not None:
+                after_step(step)
             bar.update(1)
             bar.set_postfix(
                 loss=f"{mean_loss.item():.4f}",

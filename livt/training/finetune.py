@@ -1,8 +1,8 @@
 """BFT: balanced fine-tuning of the MGP encoder (or a random ViT) with a balanced loss.
 
 Every epoch is scored on the balanced VAL split (carved from the training images) and the best
-balanced accuracy is kept as ``checkpoints/best``; the TEST split is read once, at the end, by the
-best checkpoint.
+balanced accuracy is kept as ``checkpoints/best`` (with ``--ema-decay``, the weight EMA is what is
+scored and kept); the TEST split is read once, at the end, by the best checkpoint.
 """
 
 from __future__ import annotations
@@ -109,7 +109,9 @@ def _finetune(
             images, targets = mixup(images, targets)
         return criterion(model(images), targets)
 
-    with stage.start_run(cfg, folder, env, model, opt, amp_dtype=amp_dtype, progress=progress) as run:
+    with stage.start_run(
+        cfg, folder, env, model, opt, amp_dtype=amp_dtype, progress=progress, ema_decay=cfg.ema_decay
+    ) as run:
         _logger.info(
             "finetune %s (%s) on %s: %d train / %d val images, %d px, %s loss, effective batch %d, lr %.3g, "
             "%d steps/epoch, epochs %d-%d",
@@ -121,7 +123,7 @@ def _finetune(
             criterion.set_epoch(epoch)
             stats = run.train_epoch(epoch, loss_fn)
             logits, targets = engine.evaluate(
-                run.train_model, val_loader, env=env, amp_dtype=amp_dtype, progress=progress
+                run.scored_model, val_loader, env=env, amp_dtype=amp_dtype, progress=progress
             )
             val = compute_metrics(logits, targets, train_set.class_counts, many=cfg.many, few=cfg.few)
             with torch.no_grad():
@@ -134,7 +136,7 @@ def _finetune(
             run.save_last(meta, epoch)
             if env.is_main:
                 if improved:
-                    save_checkpoint(run.run_dir / "checkpoints" / "best", model, meta)
+                    save_checkpoint(run.run_dir / "checkpoints" / "best", run.best_weights, meta)
                 append_history(run.run_dir, {
                     "epoch": epoch, "step": run.step, "train_loss": stats.loss, "lr": stats.lr,
                     "images_per_s": stats.images_per_s, "time": stats.seconds,

@@ -21,12 +21,14 @@ from typing import Any
 import numpy as np
 import torch
 from timm.scheduler.scheduler import Scheduler
+from timm.utils import ModelEmaV3
 from torch import nn
 
 import livt
 from livt.data import build_dataset, infer_options
 from livt.training import engine
 from livt.training.checkpoint import (
+    CheckpointError,
     capture_rng_state,
     find_checkpoint,
     load_model_weights,
@@ -231,6 +233,17 @@ class Run:
     start_epoch: int
     step: int
     best: float | None
+    ema: ModelEmaV3 | None = None  # an EMA of ``model``'s weights, updated after every step
+
+    @property
+    def scored_model(self) -> nn.Module:
+        """The model that is scored and kept as best: the weight EMA where there is one."""
+        return self.ema.module if self.ema is not None else self.train_model
+
+    @property
+    def best_weights(self) -> nn.Module:
+        """What ``checkpoints/best`` holds: the scored model, unwrapped."""
+        return self.ema.module if self.ema is not None else self.model
 
     def epochs(self) -> range:
         return range(self.start_epoch, self.cfg.epochs)
@@ -243,6 +256,7 @@ class Run:
             env=self.env, epoch=epoch, epochs=self.cfg.epochs, step=self.step,
             steps_per_epoch=self.opt.steps_per_epoch, accum_steps=self.cfg.accum_steps,
             clip_grad=self.cfg.clip_grad, amp_dtype=self.amp_dtype, progress=self.progress,
+            after_step=None if self.ema is None else lambda step: self.ema.update(self.model, step=step),
         )  # fmt: skip
         self.step = stats.step
         return stats
@@ -263,6 +277,8 @@ class Run:
             "best_metric": self.best,
             "rng": rng,
         }
+        if self.ema is not None:
+            state["ema"] = self.ema.module.state_dict()
         meta = {**meta, "epoch": epoch, "step": self.step}
         save_checkpoint(self.run_dir / "checkpoints" / "last", self.model, meta, state)
 
@@ -282,17 +298,24 @@ def start_run(
     *,
     amp_dtype: torch.dtype | None,
     progress: bool,
+    ema_decay: float = 0.0,
 ) -> Iterator[Run]:
-    """Resume if asked, wrap the model, then create the run folder: the setup is done, training starts."""
-    start_epoch, step, best = 0, 0, None
+    """Resume if asked, wrap the model, then create the run folder: the setup is done, training starts.
+
+    ``ema_decay > 0`` keeps an EMA of the weights (warmed up: the average follows the weights
+    closely over the first steps, when the fresh head moves most).
+    """
+    start_epoch, step, best, ema = 0, 0, None, None
+    if ema_decay > 0:
+        ema = ModelEmaV3(model, decay=ema_decay, use_warmup=True)
     if folder.resume:
-        start_epoch, step, best = _resume(folder.path, model, opt.optimizer, opt.scheduler, env)
+        start_epoch, step, best = _resume(folder.path, model, opt.optimizer, opt.scheduler, env, ema)
     train_model = wrap_model(torch.compile(model) if cfg.compile else model, env)
     run_dir = commit_run_dir(folder, cfg) if env.is_main else None
     run_dir = Path(all_gather_objects(None if run_dir is None else str(run_dir), env)[0])
     tracker = open_tracker(cfg, run_dir, enabled=env.is_main)
     run = Run(
-        cfg, env, run_dir, model, train_model, opt, amp_dtype, progress, tracker, start_epoch, step, best
+        cfg, env, run_dir, model, train_model, opt, amp_dtype, progress, tracker, start_epoch, step, best, ema
     )
     try:
         yield run
@@ -306,8 +329,9 @@ def _resume(
     optimizer: torch.optim.Optimizer,
     scheduler: Scheduler,
     env: DistEnv,
+    ema: ModelEmaV3 | None,
 ) -> tuple[int, int, float | None]:
-    """Load ``checkpoints/last`` into model, optimizer, scheduler and the RNGs.
+    """Load ``checkpoints/last`` into model, optimizer, scheduler, the weight EMA and the RNGs.
 
     Returns ``(start_epoch, step, best_metric)``.
     """
@@ -316,6 +340,10 @@ def _resume(
     unwrap(model).load_state_dict(load_model_weights(ckpt))
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    if ema is not None:
+        if "ema" not in state:
+            raise CheckpointError(f"{ckpt} was saved without a weight EMA: resume it with --ema-decay 0")
+        ema.module.load_state_dict(state["ema"])
     rng = state["rng"]
     if len(rng) != env.world_size:
         _logger.warning(

@@ -40,6 +40,7 @@ def test_defaults_follow_the_paper():
         (FinetuneConfig, {"init": "x", "from_scratch": True}, "exactly one of --init"),
         (FinetuneConfig, {"from_scratch": True, "layer_decay": 1.5}, "layer_decay"),
         (FinetuneConfig, {"from_scratch": True, "few": 50, "many": 10}, r"few \(50\) <= many \(10\)"),
+        (FinetuneConfig, {"from_scratch": True, "ema_decay": 1.0}, r"ema_decay must be in \[0, 1\)"),
     ],
 )
 def test_validation_names_the_problem(cls, changes, message):

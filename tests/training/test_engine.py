@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from livt.training import engine
+from livt.training.checkpoint import load_training_state
 from livt.training.cli import main
 from livt.training.distributed import DistEnv
 from livt.training.optim import build_optimizer, build_scheduler
@@ -65,6 +66,54 @@ def test_killed_then_resumed_run_equals_uninterrupted(stage, workers, tmp_path: 
     assert all(torch.equal(full[k], cut[k]) for k in full)
     history = [json.loads(line) for line in (tmp_path / "cut/metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in history] == [0, 1]
+
+
+def test_weight_ema_is_scored_kept_as_best_and_resumed_exactly(tmp_path: Path, monkeypatch):
+    args = [*STAGES["finetune"], "--workers", "0", "--ema-decay", "0.9"]
+    assert main([*args, "--out", str(tmp_path / "full")]) == 0
+
+    def ema(run: Path) -> dict[str, torch.Tensor]:
+        return load_training_state(run / "checkpoints" / "last")["ema"]
+
+    with monkeypatch.context() as m:
+        _interrupt_in_epoch(m, epoch=1)
+        assert main([*args, "--out", str(tmp_path / "cut")]) == 130
+    after_first = ema(tmp_path / "cut")
+    assert main(["finetune", "--resume", "--quiet", "--out", str(tmp_path / "cut")]) == 0
+
+    full, cut = ema(tmp_path / "full"), ema(tmp_path / "cut")
+    assert not all(torch.equal(full[k], after_first[k]) for k in full)  # it follows the training
+    assert full.keys() == _weights(tmp_path / "full").keys()
+    assert all(torch.equal(full[k], cut[k]) for k in full)  # the average resumed exactly
+    trained = _weights(tmp_path / "full")
+    assert not all(torch.equal(full[k], trained[k]) for k in full)  # an average, not the weights
+    best = tmp_path / "full" / "checkpoints" / "best"
+    if json.loads((best / "meta.json").read_text())["epoch"] == 1:
+        kept = load_file(str(best / "model.safetensors"))
+        assert all(torch.equal(full[k], kept[k]) for k in full)  # best holds the EMA it scored
+
+
+def test_resuming_with_an_ema_a_run_saved_without_one_is_refused(tmp_path: Path, capsys):
+    out = tmp_path / "r"
+    assert main([*STAGES["finetune"], "--epochs", "1", "--out", str(out)]) == 0
+    config = out / "config.yaml"
+    config.write_text(config.read_text().replace("ema_decay: 0.0", "ema_decay: 0.9"))
+    assert main(["finetune", "--resume", "--quiet", "--epochs", "2", "--out", str(out)]) == 2
+    assert "saved without a weight EMA" in capsys.readouterr().err
+
+
+def test_after_step_runs_after_every_optimizer_step():
+    model = torch.nn.Linear(4, 2)
+    loader = [(torch.randn(8, 4), torch.randint(0, 2, (8,))) for _ in range(4)]
+    optimizer = build_optimizer(model, lr=0.1, weight_decay=0.0, betas=(0.9, 0.999))
+    scheduler = build_scheduler(optimizer, total_steps=2, warmup_steps=0, min_lr=0.0)
+    env = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    seen: list[int] = []
+    engine.train_one_epoch(
+        model, loader, lambda m, x, y: torch.nn.functional.cross_entropy(m(x), y), optimizer, scheduler,
+        env=env, epoch=0, step=5, steps_per_epoch=2, accum_steps=2, progress=False, after_step=seen.append,
+    )  # fmt: skip
+    assert seen == [6, 7]
 
 
 def test_absurd_lr_stops_with_step_and_lr(tmp_path: Path, capsys):
