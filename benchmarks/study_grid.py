@@ -30,6 +30,9 @@ TAUS = (0.5, 1.0, 1.5, 2.0)
 HEADLINE_TAU = 1.0  # the recipe's tau: the cell the other cells and the post-hoc adjustment compare with
 GAMMAS = np.round(np.arange(-1.5, 1.5001, 0.05), 2)
 ANALYSIS = "analysis.json"
+# 2: the calibrated model's test accuracies too. An older analysis of a run whose best checkpoint is
+# still there is written again; an archived one (no weights) is kept, and reports "-" for them.
+ANALYSIS_VERSION = 2
 KEPT = ("config.yaml", "metrics.json", "metrics.jsonl", ANALYSIS)  # what --archive keeps of a run
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,11 +139,14 @@ class Study:
                 todo.append((planned, self.run_dir(run), mgp))
         # An MGP run is trained only for fine-tuning runs that still need its checkpoint: its archived
         # copy (no weights) is no use to them, and no use needed when they are all archived.
-        needed = sorted({mgp for _, _, mgp in todo if mgp is not None})
+        needed = {mgp for _, _, mgp in todo if mgp is not None}
         pretrain = []
-        for mgp in needed:
+        for mgp in sorted({self.mgp_dir(r.setting, r.seed) for r in runs if r.init == "mgp"}):
             setting = mgp.parent.name
             overrides = {"out": str(mgp), "seed": seed, "epochs": self.mgp_epochs}
+            if mgp not in needed:  # still a command the reported runs rest on
+                self._record(self._argv("pretrain", setting, self._with_runtime(overrides)))
+                continue
             planned = self._plan("pretrain", setting, overrides, mgp.name)
             if planned is not None:
                 pretrain.append((planned, mgp, None))
@@ -176,9 +182,9 @@ class Study:
 
         A fine-tuning run also counts as finished when it is archived (with its analysis).
         """
-        overrides = {k: v for k, v in {**overrides, **self.runtime}.items() if v is not None}
+        overrides = self._with_runtime(overrides)
         run_dir = Path(overrides["out"])
-        argv = [stage, "--recipe", self.recipes[setting], *cli_flags(overrides)]
+        argv = self._argv(stage, setting, overrides)
         self._record(argv)
         state = run_state(stage, run_dir)
         archived = self.archived(setting, name) if stage == "finetune" and state == "new" else None
@@ -195,6 +201,14 @@ class Study:
             return None
         return argv + {"partial": ["--resume"], "stale": ["--overwrite"], "new": []}[state]
 
+    def _with_runtime(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        """A run's config overrides with the study's runtime options (device, precision, workers)."""
+        return {k: v for k, v in {**overrides, **self.runtime}.items() if v is not None}
+
+    def _argv(self, stage: str, setting: str, overrides: dict[str, Any]) -> list[str]:
+        """``livt-train``'s arguments for a run of ``setting``: the recipe, then the overrides as flags."""
+        return [stage, "--recipe", self.recipes[setting], *cli_flags(overrides)]
+
     def _record(self, argv: list[str]) -> None:
         command = f"livt-train {shlex.join(argv)}"
         if command not in self.commands:
@@ -203,9 +217,9 @@ class Study:
     # ------------------------------------------------------------ analysis and results
 
     def analyse(self, run: Run) -> None:
-        """Write ``analysis.json`` of a finished run (once), then archive the run's small files."""
+        """Write ``analysis.json`` of a finished run (once a version), then archive the run's small files."""
         folder = self.run_dir(run)
-        if (folder / "metrics.json").is_file() and not (folder / ANALYSIS).is_file():
+        if (folder / "metrics.json").is_file() and _analysis_version(folder) < ANALYSIS_VERSION:
             (folder / ANALYSIS).write_text(json.dumps(analyse_run(folder), indent=2) + "\n", encoding="utf-8")
         if (folder / ANALYSIS).is_file():
             self._keep(run.setting, folder, KEPT)
@@ -235,6 +249,15 @@ class Study:
 
 def _has_analysis(folder: Path) -> bool:
     return (folder / ANALYSIS).is_file() and (folder / "metrics.json").is_file()
+
+
+def _analysis_version(folder: Path) -> int:
+    """The version of a run's analysis: 0 for none, and the newest when there are no weights to redo it."""
+    if not (folder / ANALYSIS).is_file():
+        return 0
+    if not (folder / "checkpoints" / "best").is_dir():
+        return ANALYSIS_VERSION
+    return int(json.loads((folder / ANALYSIS).read_text(encoding="utf-8")).get("version", 1))
 
 
 def choose_tau(study: Study, setting: str, seed: int) -> float | None:
@@ -270,10 +293,15 @@ def analyse_run(run_dir: Path) -> dict[str, Any]:
     gamma = float(GAMMAS[best])
     adjusted = compute_metrics(logits["test"] + gamma * direction, targets["test"], counts)
     return {
+        "version": ANALYSIS_VERSION,
         "calibration": {
             "method": choice.calibration.method,
             "ece_after": calibrated["ece"],
             "nll_after": calibrated["nll"],
+            # What livt-export --calibrate serves under the balanced prior: a per-class bias (vector
+            # scaling) can move the decision, not only the confidence.
+            "test": {k: calibrated[k] for k in ("balanced_acc", "many", "medium", "few")},
+            "test_tail3": tail3(calibrated["per_class"], counts),
         },
         "posthoc": {
             "gamma": gamma,

@@ -62,11 +62,25 @@ def test_every_cell_has_every_seed_with_one_mgp_run_per_seed(finished: Path) -> 
 def test_analysis_holds_the_calibration_and_the_posthoc_adjustment(finished: Path) -> None:
     analysis = json.loads((finished / "runs" / "if100" / "mgp-ce-s0" / "analysis.json").read_text())
     assert analysis["calibration"]["method"] in ("none", "temperature", "bcts", "vector")
+    assert analysis["version"] == study_grid.ANALYSIS_VERSION
+    assert 0 <= analysis["calibration"]["test"]["balanced_acc"] <= 1
     posthoc = analysis["posthoc"]
     assert -1.5 <= posthoc["gamma"] <= 1.5 and 0 <= posthoc["test"]["balanced_acc"] <= 1
     # gamma 0 is among the candidates: the chosen one is at least as good on val as the model as trained.
     metrics = json.loads((finished / "runs" / "if100" / "mgp-ce-s0" / "metrics.json").read_text())
     assert posthoc["val_balanced"] >= metrics["val"]["balanced_acc"] - 1e-9
+
+
+def test_an_older_analysis_is_written_again_where_the_weights_are(finished: Path, recipe: Path) -> None:
+    run = finished / "runs" / "if100" / "mgp-ce-s0"
+    current = json.loads((run / "analysis.json").read_text())
+    old = {k: v for k, v in current.items() if k != "version"}
+    old["calibration"] = {k: v for k, v in old["calibration"].items() if k not in ("test", "test_tail3")}
+    (run / "analysis.json").write_text(json.dumps(old))
+    assert study.main(_argv(recipe, finished, "--report-only")) == 0
+    assert json.loads((run / "analysis.json").read_text()) == current
+    archived = json.loads((finished / "archive" / "if100" / "mgp-ce-s0" / "analysis.json").read_text())
+    assert archived == current
 
 
 def test_the_report_has_the_tables_the_paired_claims_and_the_figure(finished: Path) -> None:
