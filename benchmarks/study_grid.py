@@ -121,6 +121,7 @@ class Study:
     def _train(self, seed: int, runs: list[Run]) -> None:
         """The runs still to train, each MGP run first where a fine-tuning run still needs it."""
         todo: list[tuple[list[str], Path, Path | None]] = []  # argv, run folder, the MGP run it needs
+        recorded = len(self.commands)
         for run in runs:
             overrides: dict[str, Any] = {
                 "out": str(self.run_dir(run)),
@@ -144,13 +145,17 @@ class Study:
         for mgp in sorted({self.mgp_dir(r.setting, r.seed) for r in runs if r.init == "mgp"}):
             setting = mgp.parent.name
             overrides = {"out": str(mgp), "seed": seed, "epochs": self.mgp_epochs}
-            if mgp not in needed:  # still a command the reported runs rest on
-                self._record(self._argv("pretrain", setting, self._with_runtime(overrides)))
+            if mgp not in needed:  # still a command the reported runs rest on, once it has run
+                if run_state("pretrain", mgp) == "done" or self.archived(setting, mgp.name) is not None:
+                    self._record(self._argv("pretrain", setting, self._with_runtime(overrides)))
                 continue
             planned = self._plan("pretrain", setting, overrides, mgp.name)
             if planned is not None:
                 pretrain.append((planned, mgp, None))
         todo = pretrain + todo
+        # The report lists the commands in the order they run: this seed's MGP runs first.
+        mine = self.commands[recorded:]
+        self.commands[recorded:] = sorted(mine, key=lambda c: not c.startswith("livt-train pretrain"))
         for argv, _, _ in todo:
             print(f"  {'plan' if self.dry_run else 'run':<7} livt-train {shlex.join(argv)}", flush=True)
         if self.dry_run or not todo:
@@ -185,7 +190,6 @@ class Study:
         overrides = self._with_runtime(overrides)
         run_dir = Path(overrides["out"])
         argv = self._argv(stage, setting, overrides)
-        self._record(argv)
         state = run_state(stage, run_dir)
         archived = self.archived(setting, name) if stage == "finetune" and state == "new" else None
         if state == "done" or (archived is not None and _has_analysis(archived)):
@@ -196,9 +200,11 @@ class Study:
             except ConfigError as exc:
                 raise StudyError(str(exc)) from exc
             print(f"  reuse   {run_dir if state == 'done' else archived}", flush=True)
+            self._record(argv)
             return None
         if self.report_only:
             return None
+        self._record(argv)
         return argv + {"partial": ["--resume"], "stale": ["--overwrite"], "new": []}[state]
 
     def _with_runtime(self, overrides: dict[str, Any]) -> dict[str, Any]:

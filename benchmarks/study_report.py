@@ -34,19 +34,28 @@ CLAIMS = (
 )
 
 
-def value(result: dict[str, Any], key: str, posthoc: bool = False) -> float | None:
-    """A test metric of a finished run (``posthoc``: after the logit adjustment chosen on val)."""
-    if posthoc:
-        adjusted = result["analysis"]["posthoc"]
-        return adjusted["test_tail3"] if key == "tail3" else adjusted["test"][key]
-    return result["metrics"][key]
+# How a run's test metrics are read: as trained, after the post-hoc logit adjustment chosen on val,
+# or after the calibrator fitted on val (what ``livt-export --calibrate`` serves).
+READINGS = {"raw": "", "posthoc": " (post-hoc adjusted)", "calibration": " (calibrated)"}
 
 
-def paired(a: list[dict], b: list[dict], key: str, posthoc_b: bool = False) -> dict[str, Any] | None:
+def value(result: dict[str, Any], key: str, reading: str = "raw") -> float | None:
+    """A test metric of a finished run, in one of the ``READINGS`` (None where the analysis lacks it)."""
+    if reading == "raw":
+        return result["metrics"][key]
+    read = result["analysis"][reading]
+    return read.get("test_tail3") if key == "tail3" else read.get("test", {}).get(key)
+
+
+def paired(
+    a: list[dict], b: list[dict], key: str, reading_b: str = "raw", reading_a: str = "raw"
+) -> dict[str, Any] | None:
     """Per-seed differences a - b on ``key`` over the seeds both cells have, and a paired t-test."""
     by_seed = {r["run"].seed: r for r in b}
     pairs = [
-        (value(r, key), value(by_seed[r["run"].seed], key, posthoc_b)) for r in a if r["run"].seed in by_seed
+        (value(r, key, reading_a), value(by_seed[r["run"].seed], key, reading_b))
+        for r in a
+        if r["run"].seed in by_seed
     ]
     pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
     if not pairs:
@@ -156,27 +165,27 @@ def _setting_section(study: Study, setting: str, by_cell: dict[str, list[dict]],
         if not results:
             continue
         stats = [_stat([value(r, k) for r in results]) for k in GROUPS]
-        adjusted = _stat([value(r, "balanced_acc", posthoc=True) for r in results])
+        adjusted = _stat([value(r, "balanced_acc", "posthoc") for r in results])
         gammas = [r["analysis"]["posthoc"]["gamma"] for r in results]
         ece = _stat([r["metrics"]["ece"] for r in results])
         ece_after = _stat([r["analysis"]["calibration"]["ece_after"] for r in results])
-        calibrated = _stat(
-            [r["analysis"]["calibration"].get("test", {}).get("balanced_acc") for r in results]
-        )
+        calibrated = _stat([value(r, "balanced_acc", "calibration") for r in results])
         lines.append(f"| {_label(cell)} | {len(results)} | {' | '.join(stats)} | {adjusted} | "
                      f"{', '.join(f'{g:+.2f}' for g in gammas)} | {calibrated} | {ece} | {ece_after} |")  # fmt: skip
     lines += ["", "Paired differences (points, mean ± std over seeds):", "",
               "| comparison | balanced | Many | Medium | Few | tail-3 |", "|---|---|---|---|---|---|"]  # fmt: skip
-    pairs = [(a, b) for _, a, b, k in CLAIMS if k == "balanced_acc"]
-    pairs.append(("mgp/bal-bce", "mgp/ce + post-hoc"))
-    for a, b in pairs:
-        posthoc = b.endswith("+ post-hoc")
-        b_cell = b.removesuffix(" + post-hoc")
-        if a not in by_cell or b_cell not in by_cell:
+    # (cell a, its reading, cell b, its reading)
+    pairs = [(a, "raw", b, "raw") for _, a, b, k in CLAIMS if k == "balanced_acc"]
+    pairs += [
+        ("mgp/bal-bce", "raw", "mgp/ce", "posthoc"),
+        ("mgp/bal-bce", "calibration", "mgp/ce", "calibration"),
+    ]
+    for a, reading_a, b, reading_b in pairs:
+        if a not in by_cell or b not in by_cell:
             continue
-        diffs = [_diff(paired(by_cell[a], by_cell[b_cell], k, posthoc_b=posthoc)) for k in GROUPS]
+        diffs = [_diff(paired(by_cell[a], by_cell[b], k, reading_b, reading_a)) for k in GROUPS]
         lines.append(
-            f"| {_label(a)} vs {_label(b_cell)}{' (post-hoc adjusted)' if posthoc else ''} | {' | '.join(diffs)} |"
+            f"| {_label(a)}{READINGS[reading_a]} vs {_label(b)}{READINGS[reading_b]} | {' | '.join(diffs)} |"
         )
     lines += ["", *_tau_section(study, setting, by_cell), *_convergence_section(setting, by_cell, figures)]
     return lines
@@ -204,10 +213,10 @@ def _tau_section(study: Study, setting: str, by_cell: dict[str, list[dict]]) -> 
                  "(`z + gamma * log-odds(pi)`, gamma chosen on val) against the model retrained at the best tau:")  # fmt: skip
     lines += ["", "| | n | balanced | Few | tail-3 |", "|---|---|---|---|---|",
               f"| tau {HEADLINE_TAU:g}, as trained | {len(base)} | " + " | ".join(_stat([value(r, k) for r in base]) for k in ("balanced_acc", "few", "tail3")) + " |",
-              f"| tau {HEADLINE_TAU:g} + post-hoc gamma | {len(base)} | " + " | ".join(_stat([value(r, k, True) for r in base]) for k in ("balanced_acc", "few", "tail3")) + " |",
+              f"| tau {HEADLINE_TAU:g} + post-hoc gamma | {len(base)} | " + " | ".join(_stat([value(r, k, "posthoc") for r in base]) for k in ("balanced_acc", "few", "tail3")) + " |",
               f"| retrained at tau {best:g} | {len(retrained)} | " + " | ".join(_stat([value(r, k) for r in retrained]) for k in ("balanced_acc", "few", "tail3")) + " |"]  # fmt: skip
     if retrained and best != HEADLINE_TAU:
-        diff = paired(retrained, base, "balanced_acc", posthoc_b=True)
+        diff = paired(retrained, base, "balanced_acc", "posthoc")
         lines.append(f"\nRetrained minus post-hoc (balanced, paired): {_diff(diff)} points, p {_p(diff)}.")
     return [*lines, ""]
 
