@@ -102,6 +102,33 @@ class BinaryCrossEntropy(LongTailLoss):
         z = logits.float() + self.logit_bias
         return self.num_classes * F.binary_cross_entropy_with_logits(z, t)
 
+    def smoothing_conflict(self, classes: Sequence[str] | None = None) -> str | None:
+        """Why label smoothing will make the rarest class win over the head class's own images, or None.
+
+        With smoothed targets each sigmoid has a finite optimum: the balanced logit ``z_c`` of a
+        class goes to ``logit(on) - b_c`` on its own images and to ``logit(off) - b_c`` on every
+        other image (``b_c = tau * log-odds(pi_c)``). Where the bias gap between the head and the
+        rarest class exceeds ``logit(on) - logit(off)``, the rarest class's optimum on any image is
+        above the head class's on its own, so head images are predicted as the rare class. With
+        few classes (``off = smoothing / C`` is large) that takes far less imbalance than with many.
+        """
+        if self.smoothing == 0 or self.tau == 0:
+            return None
+        k = self.num_classes
+        on, off = 1 - self.smoothing + self.smoothing / k, self.smoothing / k
+        head, rare = int(self.logit_bias.argmax()), int(self.logit_bias.argmin())
+        name = (lambda c: repr(classes[c])) if classes is not None else (lambda c: f"class {c}")
+        z_head = math.log(on / (1 - on)) - float(self.logit_bias[head])
+        z_rare = math.log(off / (1 - off)) - float(self.logit_bias[rare])
+        if z_rare <= z_head:
+            return None
+        return (
+            f"label smoothing {self.smoothing:g} with tau {self.tau:g} over these class counts pulls the "
+            f"balanced logit of {name(rare)} (the rarest) to {z_rare:+.1f} on every image, above the "
+            f"{z_head:+.1f} of {name(head)} (the largest) on its own images: expect the largest class "
+            "to be predicted as the rarest; --smoothing 0 (or a lower --tau) avoids it"
+        )
+
 
 class CrossEntropy(LongTailLoss):
     """Softmax cross-entropy with optional logit adjustment, class-balanced weights and focusing.

@@ -250,3 +250,31 @@ def test_shape_errors_name_the_problem():
         loss(torch.zeros(3, 3), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="soft target"):
         loss(torch.zeros(2, 3), torch.zeros(2, 2))
+
+
+IF1000 = [5700, 2784, 1292, 600, 278, 129, 60, 27, 12, 6]  # Fashion-MNIST-LT at imbalance factor 1000
+IF100 = [5700, 3596, 2156, 1292, 774, 464, 278, 166, 100, 60]
+
+
+def test_smoothing_conflict_is_found_where_the_rare_optimum_passes_the_head_one():
+    loss = build_loss("bal-bce", IF1000)  # smoothing 0.1, tau 1
+    message = loss.smoothing_conflict([f"c{i}" for i in range(10)])
+    assert message and "'c9' (the rarest) to +2.9" in message and "+2.2 of 'c0'" in message
+    # The optima it names are where the gradient of a sigmoid's BCE vanishes.
+    on, off = 1 - 0.1 + 0.01, 0.01
+    for c, target, shown in ((9, off, 2.9), (0, on, 2.2)):
+        b = loss.logit_bias[c].double()
+        exact = math.log(target / (1 - target)) - float(b)
+        assert exact == pytest.approx(shown, abs=0.05)
+        z = torch.tensor(exact, dtype=torch.float64, requires_grad=True)
+        torch.nn.functional.binary_cross_entropy_with_logits(
+            z + b, torch.tensor(target, dtype=torch.float64)
+        ).backward()
+        assert abs(z.grad.item()) < 1e-9
+    assert build_loss("bal-bce", IF100).smoothing_conflict() is None  # the default benchmark is clear
+    assert build_loss("bal-bce", IF1000, smoothing=0.0).smoothing_conflict() is None
+    assert build_loss("bal-bce", IF1000, tau=0.5).smoothing_conflict() is None
+    assert build_loss("bce", IF1000).smoothing_conflict() is None  # no prior in the logits
+    # Many classes make the off target small: ImageNet-LT's 1280 down to 5 over 1000 classes is clear.
+    imagenet_lt = [round(1280 * (5 / 1280) ** (i / 999)) for i in range(1000)]
+    assert build_loss("bal-bce", imagenet_lt).smoothing_conflict() is None
