@@ -278,3 +278,18 @@ def test_smoothing_conflict_is_found_where_the_rare_optimum_passes_the_head_one(
     # Many classes make the off target small: ImageNet-LT's 1280 down to 5 over 1000 classes is clear.
     imagenet_lt = [round(1280 * (5 / 1280) ** (i / 999)) for i in range(1000)]
     assert build_loss("bal-bce", imagenet_lt).smoothing_conflict() is None
+
+
+def test_finetune_warns_of_the_conflict_with_the_class_names(caplog):
+    from livt.training.config import build_config
+    from livt.training.finetune import _build_criterion
+
+    cfg = build_config("finetune", recipe="fashion-mnist-lt-if1000", overrides={"init": "pretrain-run"})
+    names = ["T-shirt/top", *[f"c{i}" for i in range(1, 9)], "Ankle boot"]
+    with caplog.at_level("WARNING", logger="livt"):
+        _build_criterion(cfg, IF1000, names)
+    assert "'Ankle boot' (the rarest) to +2.9" in caplog.text and "'T-shirt/top'" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="livt"):
+        _build_criterion(cfg, IF100, names)
+    assert caplog.text == ""
