@@ -319,6 +319,15 @@ def start_run(
     )
     try:
         yield run
+    except KeyboardInterrupt:
+        if env.is_main:
+            if (run_dir / "checkpoints" / "last").is_dir():
+                _logger.warning(
+                    "interrupted: continue with livt-train %s --resume --out %s", cfg.stage, run_dir
+                )
+            else:
+                _logger.warning("interrupted before the first checkpoint of %s: nothing to resume", run_dir)
+        raise
     finally:
         tracker.close()
 

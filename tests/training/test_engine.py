@@ -51,13 +51,14 @@ def _interrupt_in_epoch(monkeypatch, epoch: int, exc: BaseException | None = Non
 # Workers 2: the augmentation (RandAugment, the crops and random erasing draw from Python's random,
 # the flips and the erasing noise from torch) runs in worker processes, whose RNGs no checkpoint holds.
 @pytest.mark.parametrize(("stage", "workers"), [("finetune", 0), ("finetune", 2), ("pretrain", 0)])
-def test_killed_then_resumed_run_equals_uninterrupted(stage, workers, tmp_path: Path, monkeypatch):
+def test_killed_then_resumed_run_equals_uninterrupted(stage, workers, tmp_path: Path, monkeypatch, caplog):
     args = [*STAGES[stage], "--workers", str(workers)]
     assert main([*args, "--out", str(tmp_path / "full")]) == 0
 
-    with monkeypatch.context() as m:
+    with monkeypatch.context() as m, caplog.at_level("WARNING", logger="livt"):
         _interrupt_in_epoch(m, epoch=1)
         assert main([*args, "--out", str(tmp_path / "cut")]) == 130  # killed mid-epoch 1
+    assert f"continue with livt-train {stage} --resume --out {tmp_path / 'cut'}" in caplog.text
     assert json.loads((tmp_path / "cut/checkpoints/last/meta.json").read_text())["epoch"] == 0
     assert main([stage, "--resume", "--quiet", "--out", str(tmp_path / "cut")]) == 0
 
@@ -66,6 +67,13 @@ def test_killed_then_resumed_run_equals_uninterrupted(stage, workers, tmp_path: 
     assert all(torch.equal(full[k], cut[k]) for k in full)
     history = [json.loads(line) for line in (tmp_path / "cut/metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in history] == [0, 1]
+
+
+def test_interrupted_before_a_checkpoint_says_there_is_nothing_to_resume(tmp_path: Path, monkeypatch, caplog):
+    with monkeypatch.context() as m, caplog.at_level("WARNING", logger="livt"):
+        _interrupt_in_epoch(m, epoch=0)
+        assert main([*STAGES["pretrain"], "--out", str(tmp_path / "r")]) == 130
+    assert f"interrupted before the first checkpoint of {tmp_path / 'r'}: nothing to resume" in caplog.text
 
 
 def test_weight_ema_is_scored_kept_as_best_and_resumed_exactly(tmp_path: Path, monkeypatch):
