@@ -112,10 +112,11 @@ class BinaryCrossEntropy(LongTailLoss):
         above the head class's on its own, so head images are predicted as the rare class. With
         few classes (``off = smoothing / C`` is large) that takes far less imbalance than with many.
         """
-        if self.smoothing == 0 or self.tau == 0:
+        if self.smoothing == 0 or self.tau == 0 or self.num_classes < 2:
             return None
-        k = self.num_classes
-        on, off = 1 - self.smoothing + self.smoothing / k, self.smoothing / k
+        # The smoothed target of an image of class 0, as training builds it: on at 0, off elsewhere.
+        target = self.target_distribution(torch.zeros(1, self.num_classes), torch.zeros(1, dtype=torch.long))
+        on, off = float(target[0, 0]), float(target[0, 1])
         head, rare = int(self.logit_bias.argmax()), int(self.logit_bias.argmin())
         name = (lambda c: repr(classes[c])) if classes is not None else (lambda c: f"class {c}")
         z_head = math.log(on / (1 - on)) - float(self.logit_bias[head])
