@@ -31,7 +31,10 @@ class PriorEstimate:
     """An estimated label distribution, the images it rests on and its per-class spread."""
 
     pi: np.ndarray  # (K,) sums to one
-    std: np.ndarray  # (K,) bootstrap standard deviation of each class frequency
+    # (K,) bootstrap standard deviation of each class frequency; None where none can be measured
+    # (no resamples, or one image: every resample of one image is that image, a spread of 0 that
+    # would read as certainty).
+    std: np.ndarray | None
     images: int
     iterations: int
     converged: bool
@@ -76,14 +79,14 @@ def estimate_prior(
     seed: int = 0,
     init: np.ndarray | None = None,
 ) -> PriorEstimate:
-    """EM's prior and a bootstrap spread (``bootstrap`` resamples of the images; 0: no spread)."""
+    """EM's prior and a bootstrap spread (``bootstrap`` resamples of the images; < 2: no spread)."""
     q = _check_posteriors(posteriors)
     pi, iterations, converged = em_prior(q, init=init)
-    std = np.zeros_like(pi)
-    if bootstrap > 0 and len(q) > 1:
+    std = None
+    if bootstrap > 1 and len(q) > 1:
         rng = np.random.default_rng(seed)
         draws = [em_prior(q[rng.integers(0, len(q), len(q))], init=pi)[0] for _ in range(bootstrap)]
-        std = np.std(draws, axis=0, ddof=1) if bootstrap > 1 else std
+        std = np.std(draws, axis=0, ddof=1)
     return PriorEstimate(pi=pi, std=std, images=len(q), iterations=iterations, converged=converged)
 
 

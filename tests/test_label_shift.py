@@ -46,6 +46,15 @@ def test_estimate_has_a_spread_that_shrinks_with_more_images():
     assert np.isclose(large.pi.sum(), 1.0) and total_variation(large.pi, pi) < 0.04
 
 
+def test_no_spread_is_reported_where_none_can_be_measured():
+    q, _ = _posteriors(np.random.default_rng(3), np.full(K, 1.0 / K), 40)
+    # Every resample of one image is that image: a spread of 0 would read as certainty.
+    assert estimate_prior(q[:1], bootstrap=20).std is None
+    assert estimate_prior(q, bootstrap=0).std is None
+    assert estimate_prior(q, bootstrap=1).std is None
+    assert (estimate_prior(q[:2], bootstrap=20).std >= 0).all()
+
+
 def test_warm_start_converges_to_the_same_prior_faster():
     q, _ = _posteriors(np.random.default_rng(2), np.array([0.5, 0.1, 0.1, 0.1, 0.1, 0.1]), 4000)
     cold, cold_steps, _ = em_prior(q)

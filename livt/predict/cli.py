@@ -211,8 +211,10 @@ def _write_prior(predictor, estimate, path: Path) -> None:
         file=sys.stderr,
     )
     width = max(len(c) for c in classes)
-    for name, value, spread in zip(classes, estimate.pi, estimate.std, strict=True):
-        print(f"  {name:<{width}}  {value:7.4f} ± {spread:.4f}", file=sys.stderr)
+    spreads = [None] * len(classes) if estimate.std is None else estimate.std
+    for name, value, spread in zip(classes, estimate.pi, spreads, strict=True):
+        error = "(no spread from one image)" if spread is None else f"± {spread:.4f}"
+        print(f"  {name:<{width}}  {value:7.4f} {error}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -90,13 +90,17 @@ class ServingMetrics:
         for c in np.flatnonzero(counts):
             counters[c].inc(int(counts[c]))
 
-    def observe_prior(self, pi: np.ndarray, std: np.ndarray, images: int, distance_train: float) -> None:
+    def observe_prior(
+        self, pi: np.ndarray, std: np.ndarray | None, images: int, distance_train: float
+    ) -> None:
         self.prior_images.set(images)
         self.prior_distance.set(distance_train)
         if self._per_class is not None:
             for child, value in zip(self._per_class[0], pi, strict=True):
                 child.set(float(value))
-            for child, value in zip(self._per_class[1], std, strict=True):
+            # NaN, Prometheus' "no value", where no spread can be measured.
+            spread = np.full(len(pi), np.nan) if std is None else std
+            for child, value in zip(self._per_class[1], spread, strict=True):
                 child.set(float(value))
 
     def render(self) -> bytes:

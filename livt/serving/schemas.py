@@ -58,7 +58,9 @@ class ModelInfo(BaseModel):
 class PriorEstimateResponse(BaseModel):
     classes: list[str]
     estimate: list[float] | None = Field(description="the EM estimate of the traffic's label prior")
-    std: list[float] | None = Field(description="bootstrap standard deviation of each class's frequency")
+    std: list[float] | None = Field(
+        description="bootstrap standard deviation of each class's frequency (null below two images)"
+    )
     images: int = Field(description="images the estimate rests on (at most window)")
     seen: int = Field(description="images the model has seen since the server started")
     window: int

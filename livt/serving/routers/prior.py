@@ -34,7 +34,7 @@ async def estimated_prior(state: StateDep) -> PriorEstimateResponse:
     return PriorEstimateResponse(
         classes=list(info.classes),
         estimate=None if estimate is None else estimate.pi.tolist(),
-        std=None if estimate is None else estimate.std.tolist(),
+        std=None if estimate is None or estimate.std is None else estimate.std.tolist(),
         images=images,
         seen=monitor.seen,
         window=monitor.window,

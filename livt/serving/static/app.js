@@ -399,7 +399,7 @@ async function loadEstimate() {
           {},
           el("th", { scope: "row", textContent: name }),
           el("td", { className: "est" }, bar, el("span", { className: "pct", textContent: percent(body.estimate[i]) })),
-          el("td", { className: "pct", textContent: `± ${(body.std[i] * 100).toFixed(1)}` }),
+          el("td", { className: "pct", textContent: body.std ? `± ${(body.std[i] * 100).toFixed(1)}` : "± ?" }),
           el("td", { className: "pct", textContent: percent(body.train[i]) }),
         );
       }),
