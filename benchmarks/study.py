@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--results", type=Path, default=ROOT / "docs" / "study.md", help="the report (figures/ beside it)"
     )
+    p.add_argument(
+        "--summary", type=Path, default=ROOT / "docs" / "results.md",
+        help="a page beside the report whose study-claims block gets the claims table ('none': no page)",
+    )  # fmt: skip
     p.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     p.add_argument("--recipe", action="append", default=[], metavar="SETTING=RECIPE",
                    help="another recipe for a setting (repeatable), e.g. if100=tiny.yaml")  # fmt: skip
@@ -119,8 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         from study_report import write_report
 
+        summary_page = None if str(args.summary).lower() == "none" else args.summary
         summary = write_report(study, args.results, command=command, machine=args.machine,
-                               wall_s=time.monotonic() - started)  # fmt: skip
+                               wall_s=time.monotonic() - started, summary_path=summary_page)  # fmt: skip
     except (StudyError, ConfigError, CheckpointError) as exc:
         print(f"study: error: {exc}", file=sys.stderr)
         return 2

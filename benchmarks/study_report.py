@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from study_grid import CELLS, HEADLINE_TAU, SWEPT, Run, Study, choose_tau
+from study_grid import CELLS, HEADLINE_TAU, SWEPT, Run, Study, StudyError, choose_tau
 
 VERDICT_START, VERDICT_END = "<!-- verdict:start -->", "<!-- verdict:end -->"
+# The claims table, copied into a page kept by hand (docs/results.md) between these markers.
+CLAIMS_START, CLAIMS_END = "<!-- study-claims:start -->", "<!-- study-claims:end -->"
 GROUPS = ("balanced_acc", "many", "medium", "few", "tail3")
 LABELS = {"balanced_acc": "balanced", "many": "Many", "medium": "Medium", "few": "Few", "tail3": "tail-3"}
 # (claim, cell a, cell b, metric): "a beats b on metric" is the paper's claim.
@@ -51,13 +53,15 @@ def paired(
     a: list[dict], b: list[dict], key: str, reading_b: str = "raw", reading_a: str = "raw"
 ) -> dict[str, Any] | None:
     """Per-seed differences a - b on ``key`` over the seeds both cells have, and a paired t-test."""
-    by_seed = {r["run"].seed: r for r in b}
-    pairs = [
-        (value(r, key, reading_a), value(by_seed[r["run"].seed], key, reading_b))
-        for r in a
-        if r["run"].seed in by_seed
-    ]
-    pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+    return paired_by_seed(
+        {r["run"].seed: value(r, key, reading_a) for r in a},
+        {r["run"].seed: value(r, key, reading_b) for r in b},
+    )
+
+
+def paired_by_seed(a: dict[int, float | None], b: dict[int, float | None]) -> dict[str, Any] | None:
+    """Differences a - b over the seeds both have a value for, and a paired t-test."""
+    pairs = [(a[s], b[s]) for s in sorted(a) if s in b and a[s] is not None and b[s] is not None]
     if not pairs:
         return None
     diffs = np.array([x - y for x, y in pairs])
@@ -101,9 +105,18 @@ def converged_epoch(history: Sequence[dict[str, Any]], share: float = 0.95) -> i
 
 
 def write_report(
-    study: Study, path: Path, *, command: str, machine: str | None, wall_s: float
+    study: Study,
+    path: Path,
+    *,
+    command: str,
+    machine: str | None,
+    wall_s: float,
+    summary_path: Path | None = None,
 ) -> dict[str, Any]:
-    """Write the report (``path``, figures beside it) from the finished runs; return a summary."""
+    """Write the report (``path``, figures beside it) from the finished runs; return a summary.
+
+    ``summary_path``: a page beside ``path`` whose claims block is rewritten with the claims table.
+    """
     cells = collect(study)
     figures = path.parent / "figures"
     lines = [
@@ -126,24 +139,75 @@ def write_report(
             c: {"n": len(rs), "balanced_acc": _mean([value(r, "balanced_acc") for r in rs])}
             for c, rs in by_cell.items()
         }
-    lines += [
-        "## Claims",
-        "",
-        "| claim | setting | paired difference (points) | seeds | p | verdict |",
+    claims = _claims_table(cells)
+    lines += ["## Claims", "", *claims, "", "## Verdict", "", _previous_verdict(path), "",
+              "## Commands", "", "```bash", command, "# which ran (or reused) these, in order:", *study.commands, "```", ""]  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines), encoding="utf-8")
+    if summary_path is not None:
+        block = [f"Generated from the finished runs by `{command}` on {datetime.date.today().isoformat()}; "
+                 f"every table, the per-seed numbers and each run's command: [{path.name}]({path.name}).", "",
+                 *claims, ""]  # fmt: skip
+        for setting, by_cell in cells.items():
+            if any(by_cell.values()):
+                block += [f"{setting} (test, mean ± std over seeds):", "", *_cells_table(by_cell), ""]
+                figure = f"study_convergence_{setting}.png"
+                if (figures / figure).is_file():
+                    block += [f"![val balanced accuracy per epoch, {setting}]({figures.name}/{figure})", ""]
+        _write_block(summary_path, block)
+    return summary
+
+
+def _claims_table(cells: dict[str, dict[str, list[dict]]]) -> list[str]:
+    """Every claim of the paper, paired, with its verdict; convergence in epochs and early accuracy."""
+    lines = [
+        "| claim | setting | paired difference | seeds | p | verdict |",
         "|---|---|---|---|---|---|",
     ]
     for claim, a, b, key in CLAIMS:
         for setting, by_cell in cells.items():
             if a in by_cell and b in by_cell:
-                diff = paired(by_cell[a], by_cell[b], key)
-                lines.append(
-                    f"| {claim} | {setting} | {_diff(diff)} | {diff['n'] if diff else 0} | {_p(diff)} | {verdict(diff)} |"
-                )
-    lines += ["", _convergence_claims(cells), "", "## Verdict", "", _previous_verdict(path), "",
-              "## Commands", "", "```bash", command, "# which ran (or reused) these, in order:", *study.commands, "```", ""]  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return summary
+                lines.append(_claim_row(claim, setting, paired(by_cell[a], by_cell[b], key), "points"))
+    for setting, by_cell in cells.items():
+        ce, bal = by_cell.get("mgp/ce", []), by_cell.get("mgp/bal-bce", [])
+        # CE minus Bal-BCE: positive when Bal-BCE gets there first.
+        epochs = paired_by_seed(
+            {r["run"].seed: converged_epoch(r["history"]) for r in ce},
+            {r["run"].seed: converged_epoch(r["history"]) for r in bal},
+        )
+        claim = "Bal-BCE converges faster than CE: epochs to 95 % of its best val (CE minus Bal-BCE)"
+        lines.append(_claim_row(claim, setting, epochs, "epochs"))
+        early = min((len(r["history"]) for r in ce + bal), default=0) // 3
+        if early:
+            claim = f"Bal-BCE converges faster than CE: val balanced after epoch {early} (Bal-BCE minus CE)"
+            diff = paired_by_seed(
+                {r["run"].seed: _val_at(r["history"], early) for r in bal},
+                {r["run"].seed: _val_at(r["history"], early) for r in ce},
+            )
+            lines.append(_claim_row(claim, setting, diff, "points"))
+    return lines
+
+
+def _claim_row(claim: str, setting: str, diff: dict[str, Any] | None, unit: str) -> str:
+    shown = "-" if diff is None else f"{_diff(diff, scale=100 if unit == 'points' else 1)} {unit}"
+    return f"| {claim} | {setting} | {shown} | {diff['n'] if diff else 0} | {_p(diff)} | {verdict(diff)} |"
+
+
+def _val_at(history: Sequence[dict[str, Any]], epoch: int) -> float | None:
+    curve = [r["val"]["balanced_acc"] for r in history if r.get("val")]
+    return curve[epoch - 1] if 0 < epoch <= len(curve) else None
+
+
+def _write_block(path: Path, lines: list[str]) -> None:
+    """Replace what lies between the study markers in ``path`` (a hand-written page) with ``lines``."""
+    if not path.is_file():
+        raise StudyError(f"{path} (the page for the study's claims) does not exist; pass --summary none")
+    text = path.read_text(encoding="utf-8")
+    start, end = text.find(CLAIMS_START), text.find(CLAIMS_END)
+    if not 0 <= start < end:
+        raise StudyError(f"{path} has no {CLAIMS_START} ... {CLAIMS_END} block for the study's claims")
+    block = "\n".join([CLAIMS_START, *lines, CLAIMS_END])
+    path.write_text(text[:start] + block + text[end + len(CLAIMS_END) :], encoding="utf-8")
 
 
 def _setting_section(study: Study, setting: str, by_cell: dict[str, list[dict]], figures: Path) -> list[str]:
@@ -156,22 +220,8 @@ def _setting_section(study: Study, setting: str, by_cell: dict[str, list[dict]],
         f"{sum(counts):,} training images, {max(counts)} down to {min(counts)} per class ({', '.join(map(str, counts))}); "
         f"balanced test set of {first['metrics']['num_samples']:,} images.",
         "",
-        "| cell | n | balanced | Many | Medium | Few | tail-3 | balanced, post-hoc adjusted | gamma | "
-        "balanced, calibrated | ECE | ECE calibrated |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *_cells_table(by_cell),
     ]
-    for cell in CELLS:
-        results = by_cell.get(cell, [])
-        if not results:
-            continue
-        stats = [_stat([value(r, k) for r in results]) for k in GROUPS]
-        adjusted = _stat([value(r, "balanced_acc", "posthoc") for r in results])
-        gammas = [r["analysis"]["posthoc"]["gamma"] for r in results]
-        ece = _stat([r["metrics"]["ece"] for r in results])
-        ece_after = _stat([r["analysis"]["calibration"]["ece_after"] for r in results])
-        calibrated = _stat([value(r, "balanced_acc", "calibration") for r in results])
-        lines.append(f"| {_label(cell)} | {len(results)} | {' | '.join(stats)} | {adjusted} | "
-                     f"{', '.join(f'{g:+.2f}' for g in gammas)} | {calibrated} | {ece} | {ece_after} |")  # fmt: skip
     lines += ["", "Paired differences (points, mean ± std over seeds):", "",
               "| comparison | balanced | Many | Medium | Few | tail-3 |", "|---|---|---|---|---|---|"]  # fmt: skip
     # (cell a, its reading, cell b, its reading)
@@ -188,6 +238,28 @@ def _setting_section(study: Study, setting: str, by_cell: dict[str, list[dict]],
             f"| {_label(a)}{READINGS[reading_a]} vs {_label(b)}{READINGS[reading_b]} | {' | '.join(diffs)} |"
         )
     lines += ["", *_tau_section(study, setting, by_cell), *_convergence_section(setting, by_cell, figures)]
+    return lines
+
+
+def _cells_table(by_cell: dict[str, list[dict]]) -> list[str]:
+    """One row per cell: test accuracy by group, as trained, post-hoc adjusted and calibrated."""
+    lines = [
+        "| cell | n | balanced | Many | Medium | Few | tail-3 | balanced, post-hoc adjusted | gamma | "
+        "balanced, calibrated | ECE | ECE calibrated |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cell in CELLS:
+        results = by_cell.get(cell, [])
+        if not results:
+            continue
+        stats = [_stat([value(r, k) for r in results]) for k in GROUPS]
+        adjusted = _stat([value(r, "balanced_acc", "posthoc") for r in results])
+        gammas = [r["analysis"]["posthoc"]["gamma"] for r in results]
+        ece = _stat([r["metrics"]["ece"] for r in results])
+        ece_after = _stat([r["analysis"]["calibration"]["ece_after"] for r in results])
+        calibrated = _stat([value(r, "balanced_acc", "calibration") for r in results])
+        lines.append(f"| {_label(cell)} | {len(results)} | {' | '.join(stats)} | {adjusted} | "
+                     f"{', '.join(f'{g:+.2f}' for g in gammas)} | {calibrated} | {ece} | {ece_after} |")  # fmt: skip
     return lines
 
 
@@ -261,21 +333,6 @@ def _convergence_section(setting: str, by_cell: dict[str, list[dict]], figures: 
     return [f"![convergence, {setting}](figures/{name})", "", *rows, ""]
 
 
-def _convergence_claims(cells: dict[str, dict[str, list[dict]]]) -> str:
-    """Bal-BCE converges faster than CE: the paired difference of the epochs reaching 95 % of the best."""
-    lines = ["Convergence (the paper: Bal-BCE converges in few epochs): epochs to reach 95 % of the run's best val "
-             "balanced accuracy, CE minus Bal-BCE from the same MGP encoder (positive: Bal-BCE is faster):", ""]  # fmt: skip
-    for setting, by_cell in cells.items():
-        ce = {r["run"].seed: converged_epoch(r["history"]) for r in by_cell.get("mgp/ce", [])}
-        bal = {r["run"].seed: converged_epoch(r["history"]) for r in by_cell.get("mgp/bal-bce", [])}
-        diffs = [ce[s] - bal[s] for s in ce if s in bal]
-        if diffs:
-            lines.append(
-                f"- {setting}: {', '.join(f'{d:+d}' for d in diffs)} epochs (seeds {sorted(set(ce) & set(bal))})"
-            )
-    return "\n".join(lines)
-
-
 def _stat(values: Sequence[float | None]) -> str:
     values = [v for v in values if v is not None]
     if not values:
@@ -289,11 +346,12 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _diff(diff: dict[str, Any] | None) -> str:
+def _diff(diff: dict[str, Any] | None, scale: float = 100) -> str:
+    """``mean ± std`` of a paired difference, in points (``scale`` 100) or in its own units (1)."""
     if diff is None:
         return "-"
-    mean = f"{100 * diff['mean']:+.1f}"
-    return mean if diff["std"] is None else f"{mean} ± {100 * diff['std']:.1f}"
+    mean = f"{scale * diff['mean']:+.1f}"
+    return mean if diff["std"] is None else f"{mean} ± {scale * diff['std']:.1f}"
 
 
 def _p(diff: dict[str, Any] | None) -> str:

@@ -36,7 +36,7 @@ def recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _argv(recipe: Path, root: Path, *extra: str) -> list[str]:
     return [
         "--recipe", f"if100={recipe}", "--settings", "if100", "--runs", str(root / "runs"),
-        "--archive", str(root / "archive"), "--results", str(root / "docs" / "study.md"),
+        "--archive", str(root / "archive"), "--results", str(root / "docs" / "study.md"), "--summary", "none",
         "--ft-epochs", "2", "--mgp-epochs", "1", "--cells", *CELLS, "--taus", "0.5", "1", "--seeds", "0", "1",
         *extra,
     ]  # fmt: skip
@@ -100,6 +100,27 @@ def test_the_report_has_the_tables_the_paired_claims_and_the_figure(finished: Pa
         figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "](figures/study_convergence_if100.png)" in text
     )
     assert study_report.VERDICT_START in text and "livt-train pretrain --recipe" in text
+
+
+def test_the_claims_table_is_copied_into_the_summary_page_between_its_markers(
+    finished: Path, recipe: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = finished / "docs" / "results.md"
+    page.write_text(
+        f"# Results\n\nbefore\n{study_report.CLAIMS_START}\nold\n{study_report.CLAIMS_END}\nafter\n"
+    )
+    assert study.main(_argv(recipe, finished, "--report-only", "--summary", str(page))) == 0
+    text = page.read_text()
+    assert text.startswith("# Results\n\nbefore\n") and text.endswith(f"{study_report.CLAIMS_END}\nafter\n")
+    assert "old" not in text and "| Bal-BCE beats CE (from MGP) | if100 |" in text
+    assert (
+        "| Bal-BCE converges faster than CE: epochs to 95 % of its best val (CE minus Bal-BCE) | if100 |"
+        in text
+    )
+    assert "| MGP + bal-bce | 2 |" in text and "](figures/study_convergence_if100.png)" in text
+    page.write_text("# Results without a block\n")
+    assert study.main(_argv(recipe, finished, "--report-only", "--summary", str(page))) == 2
+    assert "has no <!-- study-claims:start -->" in capsys.readouterr().err
 
 
 def test_archived_runs_are_reused_without_weights_and_report_only_trains_nothing(
@@ -172,3 +193,6 @@ def test_paired_verdicts() -> None:
     assert study_report.verdict(study_report.paired(mixed, a, "balanced_acc")) == "cannot tell"
     diff = study_report.paired(better, a[:2], "balanced_acc")
     assert diff["n"] == 2 and diff["diffs"] == pytest.approx([0.05, 0.051])
+    # Convergence is paired the same way, in epochs: the seeds both cells have, Nones left out.
+    epochs = study_report.paired_by_seed({0: 6, 1: 7, 2: None}, {0: 8, 1: 8, 2: 9, 3: 9})
+    assert epochs["n"] == 2 and epochs["diffs"] == [-2, -1]
