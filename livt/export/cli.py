@@ -25,7 +25,8 @@ EXIT_USAGE = 2
 _EPILOG = """\
 examples:
   livt-export --run runs/fmnist-ft --out artifacts/fmnist.onnx
-  livt-export --run runs/fmnist-ft --prior train --calibrate --int8 --out artifacts/fmnist.onnx
+  livt-export --run runs/fmnist-ft --prior train --int8 --out artifacts/fmnist.onnx
+  livt-export --run runs/fmnist-ft --calibrate none --out artifacts/fmnist-as-trained.onnx
   livt-export --run runs/fmnist-ft --prior deploy_prior.json --format triton --out model_repository
   livt-export --run runs/fmnist-ft --format tensorrt --fp16 --max-batch 64 --out artifacts/fmnist.plan
   livt-export benchmark artifacts/fmnist.onnx artifacts/fmnist.int8.onnx --run runs/fmnist-ft
@@ -34,8 +35,10 @@ priors: 'balanced' (default) keeps the model's balanced logits; 'train' folds th
 distribution back in; a JSON (list, or {class: value}) or CSV (value per line, or class,value) file
 folds a deployment distribution. The prior is applied to the calibrated balanced logits as
 Bayes' rule says (log pi; --prior-rule loss: the training loss's own offset).
---calibrate fits a calibrator (temperature, bcts or vector scaling; auto: the best by
-cross-validated NLL) on the raw balanced logits of the run's balanced val split.
+Calibration, on by default where the run has a val split, fits a calibrator (temperature, bcts or
+vector scaling; auto: the best by cross-validated NLL, or none) on the raw balanced logits of the
+run's balanced val split; its per-class bias also sets Bal-BCE's tau after training (README).
+--calibrate none exports the logits as trained.
 """
 
 

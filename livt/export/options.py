@@ -59,10 +59,10 @@ class ExportOptions:
     prior_rule: str = _opt(
         DEFAULT_RULE, "how the prior moves the calibrated logits", "folding", choices=PRIOR_RULES
     )
-    calibrate: str | None = _opt(
-        None,
-        "fit a calibrator on the balanced val split and fold it: auto (the default when the flag is given "
-        "alone: the best of temperature, bcts, vector by cross-validated NLL) or one method",
+    calibrate: str = _opt(
+        "auto",
+        "fit a calibrator on the balanced val split and fold it: auto (the best of temperature, bcts, "
+        "vector by cross-validated NLL, or none; nothing without a val split), one method, or none",
         "folding",
         choices=CALIBRATION_CHOICES,
         nargs="?",
@@ -129,7 +129,7 @@ class ExportOptions:
         engine = self.builds_engine
         if self.format not in FORMATS:
             raise ExportError(f"--format must be one of {FORMATS}, got {self.format!r}")
-        if self.calibrate not in (None, *CALIBRATION_CHOICES):
+        if self.calibrate not in CALIBRATION_CHOICES:
             raise ExportError(f"--calibrate must be one of {CALIBRATION_CHOICES}, got {self.calibrate!r}")
         if self.prior_rule not in PRIOR_RULES:
             raise ExportError(f"--prior-rule must be one of {PRIOR_RULES}, got {self.prior_rule!r}")
@@ -177,7 +177,12 @@ class ExportOptions:
 
     @property
     def calibrates(self) -> bool:
-        return self.calibrate not in (None, "none")
+        return self.calibrate != "none"
+
+    @property
+    def calibration_needs_val(self) -> bool:
+        """A named method needs the val split; ``auto`` is none where there is no val to fit on."""
+        return self.calibrate not in ("auto", "none")
 
     @property
     def resolved_int8_mode(self) -> str | None:

@@ -165,7 +165,6 @@ def _run_stage(args: argparse.Namespace) -> int:
             "livt-export",
             "--run",
             str(run_dir),
-            "--calibrate",
             "--out",
             str(run_dir / "export" / "model.onnx"),
         ]

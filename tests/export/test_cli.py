@@ -40,13 +40,13 @@ def reference(run_dir):
 
 @pytest.fixture(scope="module")
 def exports(run_dir, tmp_path_factory):
-    """One export per prior mode (each calibrated) plus an uncalibrated balanced one."""
+    """One export per prior mode (each calibrated; balanced by default) plus an uncalibrated one."""
     root = tmp_path_factory.mktemp("exports")
     prior_file = root / "prior.json"
     prior_file.write_text(json.dumps(FILE_PRIOR))
     cases = {
-        "balanced": ["--prior", "balanced"],
-        "balanced-calibrated": ["--prior", "balanced", "--calibrate"],
+        "balanced": ["--prior", "balanced", "--calibrate", "none"],
+        "balanced-calibrated": ["--prior", "balanced"],  # calibrated by default: the run has val
         "train-calibrated": ["--prior", "train", "--calibrate"],
         "file-calibrated": ["--prior", str(prior_file), "--calibrate"],
         "train-temperature": ["--prior", "train", "--calibrate", "temperature"],
@@ -311,6 +311,7 @@ def test_a_run_without_val_split_exports_and_verifies_on_test(run_dir, tmp_path,
     report = json.loads((out.parent / "export_report.json").read_text())
     assert report["parity"]["onnx-fp32"]["samples"] == 16
     assert report["evaluation"]["split"] == "test" and report["evaluation"]["samples"] == 30
+    assert report["calibration"] is None  # the default calibration is skipped, not an error
     capsys.readouterr()
-    assert main(["--run", str(run), "--out", str(tmp_path / "cal" / "m.onnx"), "--calibrate"]) == 2
-    assert "--calibrate needs the val split" in capsys.readouterr().err
+    assert main(["--run", str(run), "--out", str(tmp_path / "cal" / "m.onnx"), "--calibrate", "bcts"]) == 2
+    assert "--calibrate bcts needs the val split" in capsys.readouterr().err

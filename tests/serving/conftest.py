@@ -219,7 +219,7 @@ def real_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ["livt.training.cli", "finetune", "--recipe", "synthetic-tiny", "--from-scratch", "--epochs", "1",
          "--out", str(run), "--quiet"],
         ["livt.export.cli", "--run", str(run), "--out", str(run / "model.onnx"), "--format", "onnx",
-         "--eval-split", "none", "--verify-samples", "16"],
+         "--eval-split", "none", "--verify-samples", "16", "--calibrate", "none"],
     ]  # fmt: skip
     for step in steps:
         done = subprocess.run([sys.executable, "-m", *step], capture_output=True, text=True, timeout=300)
