@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from study_grid import CELLS, HEADLINE_TAU, ROOT, SETTINGS, TAUS, Study, StudyError
+from study_grid import CELLS, FT_EPOCHS, HEADLINE_TAU, ROOT, SETTINGS, TAUS, Study, StudyError
 
 from livt.training.checkpoint import CheckpointError
 from livt.training.config import PRECISIONS, ConfigError
@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=list(TAUS),
         help=f"bal-bce tau sweep (must hold {HEADLINE_TAU:g})",
     )
-    p.add_argument("--ft-epochs", type=_positive_int, help="fine-tuning epochs (default: the recipe's)")
+    p.add_argument("--ft-epochs", type=_positive_int, default=FT_EPOCHS,
+                   help=f"fine-tuning epochs of every cell (default: {FT_EPOCHS}, the study's budget)")  # fmt: skip
     p.add_argument("--mgp-epochs", type=_positive_int, help="MGP epochs (default: the recipe's)")
     p.add_argument(
         "--jobs", type=_positive_int, default=1, help="runs at once, each in its own process (a GPU)"
