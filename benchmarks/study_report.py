@@ -95,9 +95,14 @@ def collect(study: Study) -> dict[str, dict[str, list[dict]]]:
     return out
 
 
+def val_curve(history: Sequence[dict[str, Any]]) -> list[float]:
+    """Val balanced accuracy per epoch of a run's history (epochs without a val pass left out)."""
+    return [r["val"]["balanced_acc"] for r in history if r.get("val")]
+
+
 def converged_epoch(history: Sequence[dict[str, Any]], share: float = 0.95) -> int | None:
     """The first epoch (counted from 1) whose val balanced accuracy reaches ``share`` of the run's best."""
-    curve = [r["val"]["balanced_acc"] for r in history if r.get("val")]
+    curve = val_curve(history)
     if not curve:
         return None
     best = max(curve)
@@ -194,7 +199,7 @@ def _claim_row(claim: str, setting: str, diff: dict[str, Any] | None, unit: str)
 
 
 def _val_at(history: Sequence[dict[str, Any]], epoch: int) -> float | None:
-    curve = [r["val"]["balanced_acc"] for r in history if r.get("val")]
+    curve = val_curve(history)
     return curve[epoch - 1] if 0 < epoch <= len(curve) else None
 
 
@@ -307,10 +312,9 @@ def _convergence_section(setting: str, by_cell: dict[str, list[dict]], figures: 
     fig, ax = plt.subplots(figsize=(6, 4))
     rows = ["| cell | epoch reaching 95 % of its best (per seed) | best val balanced |", "|---|---|---|"]
     for cell, results in curves.items():
-        length = min(len(res["history"]) for res in results)
-        arr = np.array(
-            [[r["val"]["balanced_acc"] for r in res["history"][:length]] for res in results], dtype=float
-        )
+        per_seed = [val_curve(res["history"]) for res in results]
+        length = min(map(len, per_seed))
+        arr = np.array([curve[:length] for curve in per_seed], dtype=float)
         epochs = np.arange(1, arr.shape[1] + 1)
         mean = arr.mean(axis=0)
         line = ax.plot(epochs, mean, marker="o", markersize=3, label=f"{_label(cell)} (n={len(results)})")[0]
