@@ -171,7 +171,13 @@ def _claims_table(cells: dict[str, dict[str, list[dict]]]) -> list[str]:
     ]
     for claim, a, b, key in CLAIMS:
         for setting, by_cell in cells.items():
-            if a in by_cell and b in by_cell:
+            if a not in by_cell or b not in by_cell:
+                continue
+            runs = by_cell[a] + by_cell[b]
+            if by_cell[a] and by_cell[b] and all(value(r, key) is None for r in runs):
+                # Both cells ran, and the setting has no class in the group (IF 100 has no Few class).
+                lines.append(f"| {claim} | {setting} | - | 0 | - | does not apply (no {LABELS[key]} class) |")
+            else:
                 lines.append(_claim_row(claim, setting, paired(by_cell[a], by_cell[b], key), "points"))
     for setting, by_cell in cells.items():
         ce, bal = by_cell.get("mgp/ce", []), by_cell.get("mgp/bal-bce", [])

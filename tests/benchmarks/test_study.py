@@ -196,3 +196,14 @@ def test_paired_verdicts() -> None:
     # Convergence is paired the same way, in epochs: the seeds both cells have, Nones left out.
     epochs = study_report.paired_by_seed({0: 6, 1: 7, 2: None}, {0: 8, 1: 8, 2: 9, 3: 9})
     assert epochs["n"] == 2 and epochs["diffs"] == [-2, -1]
+
+
+def test_a_claim_on_a_group_no_class_falls_in_does_not_apply() -> None:
+    def res(loss: str, seed: int, acc: float) -> dict:
+        run = study_grid.Run("if100", "mgp", loss, seed)
+        return {"run": run, "metrics": {"balanced_acc": acc, "few": None}, "history": []}
+
+    cells = {"if100": {"mgp/ce": [res("ce", 0, 0.8)], "mgp/bal-bce": [res("bal-bce", 0, 0.84)]}}
+    rows = {row.split(" | ")[0].lstrip("| "): row for row in study_report._claims_table(cells)[2:]}
+    assert rows["Bal-BCE beats CE on the Few group (from MGP)"].endswith("does not apply (no Few class) |")
+    assert rows["Bal-BCE beats CE (from MGP)"].endswith("| 1 | - | cannot tell |")
