@@ -33,7 +33,7 @@ from livt.training.checkpoint import (
 from livt.training.config import ConfigError, FinetuneConfig
 from livt.training.distributed import DistEnv, barrier
 from livt.training.loaders import build_eval_loader
-from livt.training.losses import BinaryCrossEntropy, build_loss, loss_defaults
+from livt.training.losses import LongTailLoss, build_loss, loss_defaults
 from livt.training.metrics import SCALAR_METRICS, compute_metrics
 from livt.training.report import format_report, percent, round_per_class, round_summary, write_report
 from livt.training.rundir import RunFolder, append_history, read_history
@@ -198,7 +198,7 @@ def _test_best(run: stage.Run, dataset: Any, split: str, train_set: Any) -> None
     _logger.info("%s", format_report(report, title))
 
 
-def _build_criterion(cfg: FinetuneConfig, class_counts: list[int], classes: list[str]) -> torch.nn.Module:
+def _build_criterion(cfg: FinetuneConfig, class_counts: list[int], classes: list[str]) -> LongTailLoss:
     """The loss with the config's smoothing and tau where the loss takes them, then ``loss_options``."""
     try:
         accepted = loss_defaults(cfg.loss)
@@ -206,7 +206,7 @@ def _build_criterion(cfg: FinetuneConfig, class_counts: list[int], classes: list
         criterion = build_loss(cfg.loss, class_counts, **{**options, **cfg.loss_options})
     except ValueError as exc:
         raise ConfigError(f"loss: {exc}") from exc
-    if isinstance(criterion, BinaryCrossEntropy) and (conflict := criterion.smoothing_conflict(classes)):
+    if conflict := criterion.smoothing_conflict(classes):
         _logger.warning("%s: %s", cfg.loss, conflict)
     return criterion
 

@@ -78,8 +78,34 @@ class LongTailLoss(nn.Module):
             )
         return target.float()
 
+    def smoothing_conflict(self, classes: Sequence[str] | None = None) -> str | None:
+        """Why label smoothing will make the rarest class win over the head class's own images, or None.
+
+        A loss with a prior in its logits and smoothed targets has a finite optimum for every balanced
+        logit; where the rarest class's optimum passes the head class's on the head class's own
+        images, head images are predicted as the rare class. None for a loss without a prior.
+        """
+        return None
+
+    def _on_off(self) -> tuple[float, float]:
+        """The smoothed target of an image of class 0, as training builds it: on at 0, off elsewhere."""
+        target = self.target_distribution(torch.zeros(1, self.num_classes), torch.zeros(1, dtype=torch.long))
+        return float(target[0, 0]), float(target[0, 1])
+
+    def _conflict_applies(self) -> bool:
+        return self.smoothing > 0 and self.tau > 0 and self.num_classes >= 2
+
+    def _name(self, classes: Sequence[str] | None, c: int) -> str:
+        return repr(classes[c]) if classes is not None else f"class {c}"
+
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, smoothing={self.smoothing}, tau={self.tau}"
+
+
+# What the conflict warning advises, whichever loss it comes from.
+_CONFLICT_ADVICE = (
+    "expect the largest class to be predicted as the rarest; --smoothing 0 (or a lower --tau) avoids it"
+)
 
 
 class BinaryCrossEntropy(LongTailLoss):
@@ -103,31 +129,27 @@ class BinaryCrossEntropy(LongTailLoss):
         return self.num_classes * F.binary_cross_entropy_with_logits(z, t)
 
     def smoothing_conflict(self, classes: Sequence[str] | None = None) -> str | None:
-        """Why label smoothing will make the rarest class win over the head class's own images, or None.
+        """The conflict for sigmoids: each balanced logit has its own optimum.
 
-        With smoothed targets each sigmoid has a finite optimum: the balanced logit ``z_c`` of a
-        class goes to ``logit(on) - b_c`` on its own images and to ``logit(off) - b_c`` on every
-        other image (``b_c = tau * log-odds(pi_c)``). Where the bias gap between the head and the
-        rarest class exceeds ``logit(on) - logit(off)``, the rarest class's optimum on any image is
-        above the head class's on its own, so head images are predicted as the rare class. With
-        few classes (``off = smoothing / C`` is large) that takes far less imbalance than with many.
+        ``z_c`` goes to ``logit(on) - b_c`` on its class's images and to ``logit(off) - b_c`` on
+        every other image (``b_c = tau * log-odds(pi_c)``). Where the bias gap between the head and
+        the rarest class exceeds ``logit(on) - logit(off)``, the rarest class's optimum on any image
+        is above the head class's on its own. With few classes (``off = smoothing / C`` is large)
+        that takes far less imbalance than with many.
         """
-        if self.smoothing == 0 or self.tau == 0 or self.num_classes < 2:
+        if not self._conflict_applies():
             return None
-        # The smoothed target of an image of class 0, as training builds it: on at 0, off elsewhere.
-        target = self.target_distribution(torch.zeros(1, self.num_classes), torch.zeros(1, dtype=torch.long))
-        on, off = float(target[0, 0]), float(target[0, 1])
+        on, off = self._on_off()
         head, rare = int(self.logit_bias.argmax()), int(self.logit_bias.argmin())
-        name = (lambda c: repr(classes[c])) if classes is not None else (lambda c: f"class {c}")
         z_head = math.log(on / (1 - on)) - float(self.logit_bias[head])
         z_rare = math.log(off / (1 - off)) - float(self.logit_bias[rare])
         if z_rare <= z_head:
             return None
         return (
             f"label smoothing {self.smoothing:g} with tau {self.tau:g} over these class counts pulls the "
-            f"balanced logit of {name(rare)} (the rarest) to {z_rare:+.1f} on every image, above the "
-            f"{z_head:+.1f} of {name(head)} (the largest) on its own images: expect the largest class "
-            "to be predicted as the rarest; --smoothing 0 (or a lower --tau) avoids it"
+            f"balanced logit of {self._name(classes, rare)} (the rarest) to {z_rare:+.1f} on every image, "
+            f"above the {z_head:+.1f} of {self._name(classes, head)} (the largest) on its own images: "
+            + _CONFLICT_ADVICE
         )
 
 
@@ -165,6 +187,28 @@ class CrossEntropy(LongTailLoss):
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         t = self.target_distribution(logits, target)
         return _weighted_soft_ce(logits.float() + self.logit_bias, t, self.class_weight, self.gamma)
+
+    def smoothing_conflict(self, classes: Sequence[str] | None = None) -> str | None:
+        """The conflict for the softmax: only differences of logits have an optimum.
+
+        On an image of the head class ``h`` the smoothed target is met where
+        ``z_c - z_h = log(off / on) - (b_c - b_h)`` with ``b = tau * log(pi)``; it crosses zero for
+        the rarest class once ``tau * log(n_h / n_rare)`` exceeds ``log(on / off)`` (IF 91 for ten
+        classes at smoothing 0.1 and tau 1). Weights and focusing do not move the optimum.
+        """
+        if not self._conflict_applies():
+            return None
+        on, off = self._on_off()
+        head, rare = int(self.logit_bias.argmax()), int(self.logit_bias.argmin())
+        gap = math.log(off / on) - float(self.logit_bias[rare] - self.logit_bias[head])
+        if gap <= 0:
+            return None
+        return (
+            f"label smoothing {self.smoothing:g} with tau {self.tau:g} over these class counts puts the "
+            f"balanced logit of {self._name(classes, rare)} (the rarest) {gap:+.2f} above that of "
+            f"{self._name(classes, head)} (the largest) on the largest class's own images: "
+            + _CONFLICT_ADVICE
+        )
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, gamma={self.gamma}"

@@ -280,6 +280,28 @@ def test_smoothing_conflict_is_found_where_the_rare_optimum_passes_the_head_one(
     assert build_loss("bal-bce", imagenet_lt).smoothing_conflict() is None
 
 
+def test_smoothing_conflict_of_the_softmax_is_found_where_the_rare_logit_passes_the_head_one():
+    # Ten classes at smoothing 0.1: log(on / off) = log 91, so tau 1 crosses from IF 91 on.
+    loss = build_loss("bal-ce", IF100, smoothing=0.1)
+    message = loss.smoothing_conflict([f"c{i}" for i in range(10)])
+    gap = math.log(0.01 / 0.91) + math.log(IF100[0] / IF100[-1])
+    assert message and f"'c9' (the rarest) {gap:+.2f} above that of 'c0' (the largest)" in message
+    # At that gap (every other logit at its optimum too) the gradient on a head image vanishes.
+    b = loss.logit_bias.double()
+    z = (torch.log(torch.full((10,), 0.01, dtype=torch.float64)) - b).requires_grad_(True)
+    with torch.no_grad():
+        z[0] = math.log(0.91) - b[0]
+    assert float((z[9] - z[0]).detach()) == pytest.approx(gap, abs=1e-5)  # the bias is float32
+    target = torch.full((1, 10), 0.01, dtype=torch.float64)
+    target[0, 0] = 0.91
+    torch.nn.functional.cross_entropy((z + b)[None], target).backward()
+    assert z.grad.abs().max().item() < 1e-9
+    assert build_loss("bal-ce", IF100).smoothing_conflict() is None  # its own default: no smoothing
+    assert build_loss("bal-ce", IF100, smoothing=0.1, tau=0.9).smoothing_conflict() is None
+    assert build_loss("ce", IF1000, smoothing=0.1).smoothing_conflict() is None  # no prior in the logits
+    assert build_loss("ldam", IF1000).smoothing_conflict() is None
+
+
 def test_finetune_warns_of_the_conflict_with_the_class_names(caplog):
     from livt.training.config import build_config
     from livt.training.finetune import _build_criterion
@@ -293,3 +315,15 @@ def test_finetune_warns_of_the_conflict_with_the_class_names(caplog):
     with caplog.at_level("WARNING", logger="livt"):
         _build_criterion(cfg, IF100, names)
     assert caplog.text == ""
+
+
+def test_finetune_warns_of_the_softmax_conflict_under_the_default_recipe(caplog):
+    from livt.training.config import build_config
+    from livt.training.finetune import _build_criterion
+
+    cfg = build_config("finetune", recipe="fashion-mnist-lt", overrides={"init": "x", "loss": "bal-ce"})
+    with caplog.at_level("WARNING", logger="livt"):
+        _build_criterion(cfg, IF100, [f"c{i}" for i in range(10)])
+    assert (
+        "bal-ce: label smoothing 0.1 with tau 1" in caplog.text and "'c9' (the rarest) +0.04" in caplog.text
+    )
