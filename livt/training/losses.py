@@ -194,9 +194,11 @@ class CrossEntropy(LongTailLoss):
         On an image of the head class ``h`` the smoothed target is met where
         ``z_c - z_h = log(off / on) - (b_c - b_h)`` with ``b = tau * log(pi)``; it crosses zero for
         the rarest class once ``tau * log(n_h / n_rare)`` exceeds ``log(on / off)`` (IF 91 for ten
-        classes at smoothing 0.1 and tau 1). Weights and focusing do not move the optimum.
+        classes at smoothing 0.1 and tau 1). Class weights and focusing move that optimum, so the
+        check is made for the plain softmax only, which is what Bal-CE is.
         """
-        if not self._conflict_applies():
+        plain = self.gamma == 0 and bool((self.class_weight == 1).all())
+        if not plain or not self._conflict_applies():
             return None
         on, off = self._on_off()
         head, rare = int(self.logit_bias.argmax()), int(self.logit_bias.argmin())

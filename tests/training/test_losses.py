@@ -7,6 +7,7 @@ import torch
 from livt.prior import prior_offset
 from livt.training.losses import (
     LOSSES,
+    CrossEntropy,
     build_loss,
     class_balanced_weights,
     is_bce_family,
@@ -300,6 +301,10 @@ def test_smoothing_conflict_of_the_softmax_is_found_where_the_rare_logit_passes_
     assert build_loss("bal-ce", IF100, smoothing=0.1, tau=0.9).smoothing_conflict() is None
     assert build_loss("ce", IF1000, smoothing=0.1).smoothing_conflict() is None  # no prior in the logits
     assert build_loss("ldam", IF1000).smoothing_conflict() is None
+    # Class weights and focusing move the optimum the check solves for: it is not made for them.
+    assert CrossEntropy(IF1000, smoothing=0.1, tau=1.0, beta=0.999).smoothing_conflict() is None
+    assert CrossEntropy(IF1000, smoothing=0.1, tau=1.0, gamma=2.0).smoothing_conflict() is None
+    assert CrossEntropy(IF1000, smoothing=0.1, tau=1.0).smoothing_conflict() is not None
 
 
 def test_finetune_warns_of_the_conflict_with_the_class_names(caplog):
