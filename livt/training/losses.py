@@ -197,8 +197,7 @@ class CrossEntropy(LongTailLoss):
         classes at smoothing 0.1 and tau 1). Class weights and focusing move that optimum, so the
         check is made for the plain softmax only, which is what Bal-CE is.
         """
-        plain = self.gamma == 0 and bool((self.class_weight == 1).all())
-        if not plain or not self._conflict_applies():
+        if not self._conflict_applies():
             return None
         on, off = self._on_off()
         head, rare = int(self.logit_bias.argmax()), int(self.logit_bias.argmin())
@@ -211,6 +210,10 @@ class CrossEntropy(LongTailLoss):
             f"{self._name(classes, head)} (the largest) on the largest class's own images: "
             + _CONFLICT_ADVICE
         )
+
+    def _conflict_applies(self) -> bool:
+        plain = self.gamma == 0 and bool((self.class_weight == 1).all())
+        return plain and super()._conflict_applies()
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, gamma={self.gamma}"
