@@ -30,6 +30,7 @@ CLAIMS = (
     ("MGP beats training from scratch (CE)", "mgp/ce", "scratch/ce", "balanced_acc"),
     ("Bal-BCE beats CE (from MGP)", "mgp/bal-bce", "mgp/ce", "balanced_acc"),
     ("Bal-BCE beats CE on the Few group (from MGP)", "mgp/bal-bce", "mgp/ce", "few"),
+    ("Bal-BCE beats CE (from scratch)", "scratch/bal-bce", "scratch/ce", "balanced_acc"),
     ("Bal-BCE beats Bal-CE (from MGP)", "mgp/bal-bce", "mgp/bal-ce", "balanced_acc"),
     ("Bal-BCE beats BCE (from MGP)", "mgp/bal-bce", "mgp/bce", "balanced_acc"),
     ("LiVT (MGP + Bal-BCE) beats scratch + CE", "mgp/bal-bce", "scratch/ce", "balanced_acc"),

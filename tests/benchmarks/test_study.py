@@ -207,3 +207,16 @@ def test_a_claim_on_a_group_no_class_falls_in_does_not_apply() -> None:
     rows = {row.split(" | ")[0].lstrip("| "): row for row in study_report._claims_table(cells)[2:]}
     assert rows["Bal-BCE beats CE on the Few group (from MGP)"].endswith("does not apply (no Few class) |")
     assert rows["Bal-BCE beats CE (from MGP)"].endswith("| 1 | - | cannot tell |")
+
+
+def test_the_loss_claim_is_also_paired_from_scratch_and_can_fail() -> None:
+    def res(loss: str, seed: int, acc: float) -> dict:
+        return {"run": study_grid.Run("if1000", "scratch", loss, seed), "metrics": {"balanced_acc": acc}}
+
+    ce, bal = (0.476, 0.510, 0.477), (0.415, 0.426, 0.424)
+    cells = {"if1000": {"scratch/ce": [res("ce", s, a) for s, a in enumerate(ce)],
+                        "scratch/bal-bce": [res("bal-bce", s, a) for s, a in enumerate(bal)]}}  # fmt: skip
+    rows = [row for row in study_report._claims_table(cells) if "(from scratch)" in row]
+    assert rows == [
+        "| Bal-BCE beats CE (from scratch) | if1000 | -6.6 ± 1.6 points | 3 | 0.019 | does not hold |"
+    ]
