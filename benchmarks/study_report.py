@@ -366,7 +366,9 @@ def _diff(diff: dict[str, Any] | None, scale: float = 100) -> str:
 
 
 def _p(diff: dict[str, Any] | None) -> str:
-    return "-" if diff is None or diff["p"] is None else f"{diff['p']:.3f}"
+    if diff is None or diff["p"] is None:
+        return "-"
+    return "< 0.001" if diff["p"] < 0.0005 else f"{diff['p']:.3f}"
 
 
 def _pct(v: float | None) -> str:
