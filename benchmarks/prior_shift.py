@@ -27,8 +27,8 @@ from livt.export.calibration import CALIBRATORS, select_calibration
 from livt.export.fold import FoldedClassifier
 from livt.export.source import iter_batches, load_source, open_split
 from livt.label_shift import bbse_prior, em_prior, total_variation
+from livt.metrics import compute_metrics
 from livt.prior import PRIOR_RULES, prior_offset, softmax
-from livt.training.metrics import compute_metrics
 
 UNLABELED_SIZES = (500, 2000)
 SCORED = 10_000

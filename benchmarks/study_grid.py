@@ -283,8 +283,8 @@ def choose_tau(study: Study, setting: str, seed: int) -> float | None:
 def analyse_run(run_dir: Path) -> dict[str, Any]:
     """Calibration and the post-hoc adjustment of a run's best checkpoint, fitted and chosen on val."""
     from livt.export.calibration import select_calibration
+    from livt.metrics import compute_metrics
     from livt.prior import prior_offset
-    from livt.training.metrics import compute_metrics
 
     logits, targets, meta = raw_logits(run_dir)
     counts = meta["class_counts"]
@@ -338,6 +338,6 @@ def raw_logits(run_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarr
 
 
 def tail3(per_class: Sequence[float | None], counts: Sequence[int]) -> float | None:
-    from livt.training.metrics import tail_accuracy
+    from livt.metrics import tail_accuracy
 
     return tail_accuracy(per_class, counts, k=min(3, len(counts)))

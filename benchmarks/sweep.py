@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from livt.metrics import tail_accuracy
 from livt.training.batchrun import BatchRunError, Command, cli_flags, run_batch
 from livt.training.config import (
     MODEL_SIZE_FIELDS,
@@ -33,7 +34,6 @@ from livt.training.config import (
     build_config,
     recipe_path,
 )
-from livt.training.metrics import tail_accuracy
 from livt.training.rundir import check_reusable, read_history, run_state
 
 _GRID_KEYS = {"recipe", "pretrain", "finetune", "not_chosen"}

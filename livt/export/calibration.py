@@ -121,7 +121,7 @@ def select_calibration(
 
     Folds are stratified by class. Ties go to the method listed first (the simpler one).
     """
-    from livt.training.metrics import expected_calibration_error
+    from livt.metrics import expected_calibration_error
 
     z, y = _check(logits, targets)
     if folds < 2:

@@ -11,7 +11,7 @@ from livt.export.calibration import CalibrationChoice
 from livt.export.fold import PriorFold
 from livt.export.options import ExportOptions
 from livt.export.variants import FP32
-from livt.training.metrics import SCALAR_METRICS
+from livt.metrics import SCALAR_METRICS
 
 
 def evaluate_variants(
@@ -23,7 +23,7 @@ def evaluate_variants(
     """
     from livt.export.onnx import make_session, run_onnx
     from livt.export.source import iter_batches
-    from livt.training.metrics import compute_metrics
+    from livt.metrics import compute_metrics
 
     sessions = {name: make_session(path, threads=opts.threads) for name, path in variants.items()}
     logits: dict[str, list[np.ndarray]] = {name: [] for name in variants}
@@ -62,7 +62,7 @@ def score_candidates(
     The fp32 artifact's logits are ``c(z) + offset``: ``z`` is recovered from them, so the test split
     is decoded once for the accuracy table and the candidates alike.
     """
-    from livt.training.metrics import compute_metrics
+    from livt.metrics import compute_metrics
 
     chosen = choice.calibration
     raw = (fp32_logits - fold.offset - chosen.bias) / chosen.scale

@@ -13,7 +13,7 @@ from typing import Any
 
 import livt
 from livt.artifact import FORMAT_VERSION, INPUT_NAME, METADATA_KEY, OUTPUT_NAMES
-from livt.training.metrics import SCALAR_METRICS
+from livt.metrics import SCALAR_METRICS
 
 QUANTIZATION_MODES = (None, "int8-dynamic", "int8-qdq")
 # The run's metrics.json subset worth carrying (per-class lists and confusion matrices stay behind).

@@ -21,6 +21,7 @@ from livt.data import (
     build_train_transform,
     eval_preprocess_config,
 )
+from livt.metrics import SCALAR_METRICS, compute_metrics
 from livt.models import ViTConfig, create_classifier, load_encoder_weights, vit_config
 from livt.training import engine, plots, stage
 from livt.training.checkpoint import (
@@ -34,7 +35,6 @@ from livt.training.config import ConfigError, FinetuneConfig
 from livt.training.distributed import DistEnv, barrier
 from livt.training.loaders import build_eval_loader
 from livt.training.losses import LongTailLoss, build_loss, loss_defaults
-from livt.training.metrics import SCALAR_METRICS, compute_metrics
 from livt.training.report import format_report, percent, round_per_class, round_summary, write_report
 from livt.training.rundir import RunFolder, append_history, read_history
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from livt.training.metrics import ReliabilityBins
+from livt.metrics import ReliabilityBins
 
 
 def _save(fig: plt.Figure, path: Path) -> None:

@@ -17,15 +17,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from livt.training import plots
-from livt.training.checkpoint import atomic_write_text
-from livt.training.metrics import (
+from livt.metrics import (
     SCALAR_METRICS,
     class_scores,
     compute_metrics,
     reliability_bins,
     tail_accuracy,
 )
+from livt.training import plots
+from livt.training.checkpoint import atomic_write_text
 
 _CONTINUOUS = ("ece", "mce", "nll")
 

@@ -9,8 +9,8 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
+from livt.metrics import reliability_bins
 from livt.training import plots
-from livt.training.metrics import reliability_bins
 from livt.training.report import decimals_for, format_report, write_report
 
 CLASSES = ["cat", "dog", "eel"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from livt.training.metrics import (
+from livt.metrics import (
     compute_metrics,
     expected_calibration_error,
     reliability_bins,
@@ -137,7 +137,7 @@ def test_bad_inputs_name_the_problem():
 def test_class_scores_are_classification_reports():
     from sklearn.metrics import precision_recall_fscore_support
 
-    from livt.training.metrics import class_scores
+    from livt.metrics import class_scores
 
     m = compute_metrics(LOGITS, TARGETS, TRAIN_COUNTS)
     scores = class_scores(m["confusion"])
@@ -156,8 +156,8 @@ def test_scalar_metrics_are_what_compute_metrics_returns_and_import_without_torc
     import subprocess
     import sys
 
-    from livt.training.metrics import SCALAR_METRICS
+    from livt.metrics import SCALAR_METRICS
 
     assert set(SCALAR_METRICS) <= set(compute_metrics(LOGITS, TARGETS, TRAIN_COUNTS))
-    code = "import sys; sys.modules['torch'] = None; import livt.training.metrics, livt.export.metadata; print('ok')"
+    code = "import sys; sys.modules['torch'] = None; import livt.metrics, livt.export.metadata; print('ok')"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "ok"
