@@ -36,9 +36,8 @@ from bench_serve import (
     _reference,
     request_bytes,
 )
+from harness.server import ServerProcess
 from PIL import Image
-
-from livt.serving.process import ServerProcess
 
 INFER = "/v2/models/livt/infer"
 

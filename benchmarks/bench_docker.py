@@ -38,8 +38,7 @@ from pathlib import Path
 
 from bench_serve import _reference as reference
 from bench_serve import http_level, request_bytes
-
-from livt.serving.process import ServerProcess, free_port, is_ready
+from harness.server import ServerProcess, free_port, is_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 LABEL = "livt.bench-docker"

@@ -19,8 +19,7 @@ import sys
 from pathlib import Path
 
 from bench_serve import _reference, http_level, request_bytes
-
-from livt.serving.process import ServerProcess
+from harness.server import ServerProcess
 
 CONFIGS = {
     "bare": ["--prior-window", "0", "--metrics-max-classes", "0"],

@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import cast
 
 import numpy as np
+from harness.server import ServerProcess
 from PIL import Image
 
 from livt.serving.artifact import ArtifactInfo, parse_metadata
 from livt.serving.preprocess import preprocess_bytes
-from livt.serving.process import ServerProcess
 
 FASHION_MNIST_TEST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 PREDICT = "/v1/predict"

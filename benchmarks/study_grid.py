@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from harness.batchrun import BatchRunError, Command, cli_flags, run_batch
+from harness.runs import check_reusable, run_state
 
 from livt.training import cli
-from livt.training.batchrun import BatchRunError, Command, cli_flags, run_batch
 from livt.training.config import ConfigError
-from livt.training.rundir import check_reusable, read_history, run_state
+from livt.training.rundir import read_history
 
 SETTINGS = {"if100": "fashion-mnist-lt", "if1000": "fashion-mnist-lt-if1000"}
 CELLS = ("mgp/ce", "mgp/bce", "mgp/bal-ce", "mgp/bal-bce", "scratch/ce", "scratch/bal-bce")

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from harness.batchrun import BatchRunError, Command, cli_flags, run_batch
+from harness.runs import check_reusable, run_state
 
 from livt.metrics import tail_accuracy
-from livt.training.batchrun import BatchRunError, Command, cli_flags, run_batch
 from livt.training.config import (
     MODEL_SIZE_FIELDS,
     PRECISIONS,
@@ -34,7 +35,7 @@ from livt.training.config import (
     build_config,
     recipe_path,
 )
-from livt.training.rundir import check_reusable, read_history, run_state
+from livt.training.rundir import read_history
 
 _GRID_KEYS = {"recipe", "pretrain", "finetune", "not_chosen"}
 

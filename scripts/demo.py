@@ -17,9 +17,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+# benchmarks/harness: the real server in a child process (and the run folder's state) that the
+# benchmarks and tests use too; not part of the installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from harness.runs import run_state
+from harness.server import ServerProcess
+
 from livt.data import build_dataset
-from livt.serving.process import ServerProcess
-from livt.training.rundir import run_state
 
 BIN = Path(sys.executable).parent
 RECIPE = "fashion-mnist-lt"

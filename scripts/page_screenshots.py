@@ -22,8 +22,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+# benchmarks/harness: the real server in a child process (and the run folder's state) that the
+# benchmarks and tests use too; not part of the installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from harness.server import ServerProcess
+
 from livt.data import build_dataset
-from livt.serving.process import ServerProcess
 
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from livt.training.checkpoint import CheckpointError, atomic_write_text, find_checkpoint, load_checkpoint_meta
+from livt.training.checkpoint import CheckpointError, atomic_write_text, find_checkpoint
 from livt.training.config import ConfigError, TrainConfig, config_to_yaml, load_run_config
 
 _logger = logging.getLogger(__name__)
@@ -247,38 +247,3 @@ def truncate_history(run_dir: Path, epochs: int) -> None:
 def append_history(run_dir: Path, record: dict[str, Any]) -> None:
     with open(Path(run_dir) / HISTORY_FILE, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
-
-
-def run_state(stage: str, run_dir: Path) -> str:
-    """``new`` (no run), ``stale`` (config but no checkpoint), ``partial`` or ``done``.
-
-    A fine-tuning run is done once it has written its test metrics; a pretraining run once its last
-    checkpoint is of its last epoch.
-    """
-    if not (run_dir / CONFIG_FILE).is_file():
-        return "new"
-    if stage == "finetune" and (run_dir / "metrics.json").is_file():
-        return "done"
-    try:
-        meta = load_checkpoint_meta(find_checkpoint(run_dir, "last"))
-    except CheckpointError:
-        return "stale"
-    if stage == "pretrain" and meta["epoch"] + 1 >= load_run_config(run_dir).epochs:
-        return "done"
-    return "partial"
-
-
-def check_reusable(stage: str, run_dir: Path, recipe: str | Path, overrides: dict[str, Any]) -> None:
-    """A finished run is reused only when its config is the one asked for; ``ConfigError`` otherwise.
-
-    For the runners that build many runs from one recipe (benchmarks/study.py, benchmarks/sweep.py).
-    """
-    from livt.training.config import build_config
-
-    wanted = build_config(stage, recipe=recipe, overrides=overrides)
-    diffs = load_run_config(run_dir).differences(wanted, RUNTIME_FIELDS)
-    if diffs:
-        raise ConfigError(
-            f"{run_dir} holds a finished run with another config ({'; '.join(diffs)}); "
-            "delete it or choose another --runs folder"
-        )

@@ -11,9 +11,8 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def load_script(path: Path) -> ModuleType:
-    """Import ``path`` under a name of its own; the scripts import each other, so their folder is on the path."""
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
+    """Import ``path`` under a name of its own (the scripts import each other: pytest's ``pythonpath``
+    puts their folder on the path)."""
     spec = importlib.util.spec_from_file_location(f"livt_bench_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

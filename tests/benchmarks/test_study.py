@@ -5,19 +5,15 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
+import study  # benchmarks/ is a script folder on pytest's pythonpath, not a package
+import study_grid
+import study_report
 import yaml
 
 from livt.training.config import recipe_path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-import study  # benchmarks/ is a script folder, not a package
-import study_grid
-import study_report
 
 CELLS = ["mgp/bal-bce", "mgp/ce", "scratch/ce"]
 

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from livt.serving.process import ServerProcess, free_port, is_ready
+from harness.server import ServerProcess, free_port, is_ready
 
 DOCKER = os.environ.get("DOCKER", "docker")
 # docker-check.sh removes whatever carries this label, should a test be killed before its cleanup.

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from harness.server import free_port
 from PIL import Image
-
-from livt.serving.process import free_port
 
 CLASSES = ["ant", "bee", "cat", "dog"]
 CLASS_COUNTS = [500, 120, 30, 6]

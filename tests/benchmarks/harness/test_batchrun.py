@@ -1,12 +1,11 @@
-"""livt.training.batchrun: real livt-train processes, side by side, with logs and prerequisites."""
+"""harness.batchrun: real livt-train processes, side by side, with logs and prerequisites."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
-from livt.training.batchrun import BatchRunError, Command, cli_flags, run_batch
+from harness.batchrun import BatchRunError, Command, cli_flags, run_batch
 
 
 def _evaluate_missing(run: Path) -> tuple[str, ...]:
