@@ -23,8 +23,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from livt.prior import BCE_FAMILY
-
 __all__ = [
     "LOSSES",
     "BinaryCrossEntropy",
@@ -33,7 +31,6 @@ __all__ = [
     "LongTailLoss",
     "build_loss",
     "class_balanced_weights",
-    "is_bce_family",
     "loss_defaults",
 ]
 
@@ -311,11 +308,6 @@ def loss_defaults(name: str) -> dict[str, Any]:
     if name not in _REGISTRY:
         raise ValueError(f"unknown loss {name!r}; choose one of {list(LOSSES)}")
     return dict(_REGISTRY[name][1])
-
-
-def is_bce_family(name: str) -> bool:
-    """Whether loss ``name`` is sigmoid-based (its prior offset is the log-odds, not log pi)."""
-    return name in BCE_FAMILY
 
 
 def _validate_counts(class_counts: Sequence[int] | Tensor) -> Tensor:

@@ -154,21 +154,6 @@ def plot_per_class_accuracy(
     _save(fig, path)
 
 
-def plot_val_curves(
-    histories: Mapping[str, Sequence[dict[str, Any]]], path: Path, *, key: str = "balanced_acc"
-) -> None:
-    """Validation ``key`` against epochs trained for several runs (``{label: metrics.jsonl records}``)."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for label, history in histories.items():
-        records = [r for r in history if r.get("val", {}).get(key) is not None]
-        # a record's "epoch" is 0-based: after it, epoch + 1 epochs are trained
-        ax.plot([r["epoch"] + 1 for r in records], [r["val"][key] for r in records], marker="o", label=label)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="epochs trained", ylabel=f"val {key}", ylim=(0, 1), title=f"val {key} per epoch")
-    ax.legend(fontsize=7)
-    _save(fig, path)
-
-
 def plot_reliability(
     bins: ReliabilityBins, path: Path, *, title: str = "reliability", ece: float | None = None
 ) -> None:
