@@ -28,14 +28,11 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from bench_serve import (
-    CHECK_EVERY,
-    _Connection,
-    _event_loop,
-    _percentile,
-    _reference,
-    request_bytes,
-)
+from harness.load import CHECK_EVERY, request_bytes
+from harness.load import Connection as _Connection
+from harness.load import event_loop as _event_loop
+from harness.load import percentile as _percentile
+from harness.reference import reference as _reference
 from harness.server import ServerProcess
 from PIL import Image
 

@@ -36,8 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_serve import _reference as reference
-from bench_serve import http_level, request_bytes
+from harness.load import http_level, request_bytes
+from harness.reference import reference
 from harness.server import ServerProcess, free_port, is_ready
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,7 +18,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from bench_serve import _reference, http_level, request_bytes
+from harness.load import http_level, request_bytes
+from harness.reference import reference
 from harness.server import ServerProcess
 
 CONFIGS = {
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
 
-    image, _, expected_top1 = _reference(args.model, None)
+    image, _, expected_top1 = reference(args.model, None)
     servers = {
         name: ServerProcess(args.model, ["--log-level", "warning", *flags]).start()
         for name, flags in CONFIGS.items()

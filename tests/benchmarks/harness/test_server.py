@@ -8,13 +8,6 @@ import httpx
 import pytest
 from harness.server import ServerProcess, is_ready
 
-from tests.serving.conftest import build_tiny_artifact
-
-
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_artifact(tmp_path_factory.mktemp("harness") / "model.onnx")
-
 
 def test_a_ready_server_answers_and_stops_with_status_0(artifact: Path):
     with ServerProcess(artifact, ["--log-level", "warning"]) as server:
