@@ -12,7 +12,7 @@
 - Start-up: from ``docker run`` (the README's flags) to /v2/health/ready answering, and to Docker's
   health status ``healthy`` (which waits for the HEALTHCHECK's first probe, 5 s after the start).
 - Requests/s at each ``--concurrency`` (default 1 and 32), one PNG per request, with the light
-  load generator of bench_serve.py: the container (``--network host``, so no NAT or proxy in the
+  load generator of harness/load.py: the container (``--network host``, so no NAT or proxy in the
   path) and ``livt-serve`` on this host on the same artifact, in ``--rounds`` rounds that alternate
   which side goes first, so that whatever else runs on a shared machine hits both alike. Each
   side's CPU per request is read from /proc (the container's server is a process of this host).
@@ -34,10 +34,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from harness.load import http_level, request_bytes
-from harness.reference import reference
+from harness.reference import BenchImage, reference
 from harness.server import ServerProcess, free_port, is_ready
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,7 +128,7 @@ def startup_times(image: str, model_dir: Path, starts: int) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -153,64 +154,68 @@ def main(argv: list[str] | None = None) -> int:
         help="one more container side started with these extra docker run arguments (repeatable), "
         "e.g. '--security-opt seccomp=unconfined'",
     )
-    args = parser.parse_args(argv)
-    model = args.model.resolve()
-    host_pythons = args.host_python or [Path(sys.executable)]
+    return parser.parse_args(argv)
 
-    report: dict = {"image": args.image, "model": str(model), "cpus": os.cpu_count()}
-    if args.build:
-        report["build"] = build_times(args.image, args.base)
-    report["image_size_mb"] = int(docker("image", "inspect", "--format", "{{.Size}}", args.image)) / 1e6
-    report["startup"] = startup_times(args.image, model.parent, args.starts)
 
-    image, _, expected_top1 = reference(model, None)
-    sides: dict[str, tuple[str, int]] = {}  # name -> (url, server pid)
-    report["versions"] = {}
-    hosts: list[ServerProcess] = []
-    cids: list[str] = []
-    try:
-        for variant in ["", *args.container_variant]:
-            name = f"container {variant}".strip()
-            port = free_port()
-            cids.append(run_container(args.image, model.parent, port, tuple(shlex.split(variant))))
-            pid = int(docker("inspect", "-f", "{{.State.Pid}}", cids[-1]))
-            sides[name] = (f"http://127.0.0.1:{port}", pid)
-            wait(lambda name=name: is_ready(sides[name][0]), f"{name}'s readiness")
-        report["versions"]["container"] = json.loads(docker("exec", cids[0], "python", "-c", VERSIONS))
-        for i, python in enumerate(host_pythons):
-            name = "host" if len(host_pythons) == 1 else f"host{i + 1}"
-            try:
-                server = ServerProcess(
-                    model, ["--log-level", "warning"], python=python, start_timeout_s=120
-                ).start()
-            except RuntimeError as exc:
-                raise SystemExit(f"bench_docker: livt-serve of {python}: {exc}") from exc
-            hosts.append(server)
-            sides[name] = (server.url, server.pid)
-            versions = json.loads(subprocess.check_output([str(python), "-c", VERSIONS], text=True))
-            report["versions"][name] = {"interpreter": str(python), **versions}
-        rounds = []
-        names = list(sides)
-        for r in range(args.rounds):
-            order = names[r % len(names) :] + names[: r % len(names)]  # each side goes first in turn
-            for c in args.concurrency:
-                for name in order:
-                    url, pid = sides[name]
-                    request = request_bytes(url, image, "raw", {})
-                    level = http_level("light", url, request, c, args.requests, expected_top1, pid, {})
-                    rounds.append({"round": r, "side": name, **level})
-    finally:
-        for cid in cids:
-            docker("rm", "-f", "-v", cid)
-        for server in hosts:
-            server.stop()
+# A side: a name -> (its URL, the pid of its server process on this host).
+Sides = dict[str, tuple[str, int]]
+
+
+def start_containers(stack: ExitStack, image: str, model: Path, variants: list[str], sides: Sides) -> dict:
+    """One container per variant (the plain one first), ready; their versions (the first one's)."""
+    first = ""
+    for variant in ["", *variants]:
+        name = f"container {variant}".strip()
+        port = free_port()
+        cid = run_container(image, model.parent, port, tuple(shlex.split(variant)))
+        stack.callback(docker, "rm", "-f", "-v", cid)
+        first = first or cid
+        sides[name] = (f"http://127.0.0.1:{port}", int(docker("inspect", "-f", "{{.State.Pid}}", cid)))
+        wait(lambda name=name: is_ready(sides[name][0]), f"{name}'s readiness")
+    return json.loads(docker("exec", first, "python", "-c", VERSIONS))
+
+
+def start_hosts(stack: ExitStack, model: Path, pythons: list[Path], sides: Sides) -> dict[str, dict]:
+    """``livt-serve`` of each interpreter on this host, ready; the versions each one runs."""
+    versions = {}
+    for i, python in enumerate(pythons):
+        name = "host" if len(pythons) == 1 else f"host{i + 1}"
+        try:
+            server = ServerProcess(model, ["--log-level", "warning"], python=python, start_timeout_s=120)
+            stack.enter_context(server)
+        except RuntimeError as exc:
+            raise SystemExit(f"bench_docker: livt-serve of {python}: {exc}") from exc
+        sides[name] = (server.url, server.pid)
+        found = json.loads(subprocess.check_output([str(python), "-c", VERSIONS], text=True))
+        versions[name] = {"interpreter": str(python), **found}
+    return versions
+
+
+def measure_rounds(
+    args: argparse.Namespace, sides: Sides, image: BenchImage, expected_top1: int
+) -> list[dict]:
+    """Every side at every concurrency, ``args.rounds`` times, each side going first in turn."""
+    rounds = []
+    names = list(sides)
+    for r in range(args.rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for c in args.concurrency:
+            for name in order:
+                url, pid = sides[name]
+                request = request_bytes(url, image, "raw", {})
+                level = http_level("light", url, request, c, args.requests, expected_top1, pid, {})
+                rounds.append({"round": r, "side": name, **level})
+    return rounds
+
+
+def summarise(rounds: list[dict], sides: Sides, concurrency: list[int]) -> dict:
+    """Per concurrency and side, the medians over rounds, throughput also relative to the container."""
 
     def median(side: str, c: int, key: str) -> float:
         return statistics.median(x[key] for x in rounds if x["side"] == side and x["concurrency"] == c)
 
-    summary = {}
-    for c in args.concurrency:
-        summary[f"c{c}"] = {
+    return {
+        f"c{c}": {
             name: {
                 "requests_per_s": median(name, c, "requests_per_s"),
                 "p50_ms": median(name, c, "p50_ms"),
@@ -220,8 +225,29 @@ def main(argv: list[str] | None = None) -> int:
             }
             for name in sides
         }
+        for c in concurrency
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    model = args.model.resolve()
+    report: dict = {"image": args.image, "model": str(model), "cpus": os.cpu_count()}
+    if args.build:
+        report["build"] = build_times(args.image, args.base)
+    report["image_size_mb"] = int(docker("image", "inspect", "--format", "{{.Size}}", args.image)) / 1e6
+    report["startup"] = startup_times(args.image, model.parent, args.starts)
+
+    image, _, expected_top1 = reference(model, None)
+    sides: Sides = {}
+    with ExitStack() as stack:
+        report["versions"] = {
+            "container": start_containers(stack, args.image, model, args.container_variant, sides),
+            **start_hosts(stack, model, args.host_python or [Path(sys.executable)], sides),
+        }
+        rounds = measure_rounds(args, sides, image, expected_top1)
     report["image_file"] = image.describe()
-    report["throughput_median_over_rounds"] = summary
+    report["throughput_median_over_rounds"] = summarise(rounds, sides, args.concurrency)
     report["rounds"] = rounds
     print(json.dumps(report, indent=2))
     return 0
