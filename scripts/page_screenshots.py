@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -40,6 +41,86 @@ SHIFT = np.array([1, 1, 2, 3, 5, 8, 12, 18, 25, 25], dtype=float)
 SETTLED = "() => document.getElementById('status').textContent.includes('classified')"
 
 
+class TestImages:
+    """The Fashion-MNIST-LT test set, its images by class, written as PNG files into ``work``."""
+
+    def __init__(self, work: Path):
+        self.test = build_dataset("fashion-mnist-lt", split="test")
+        labels = np.asarray(self.test.targets)
+        self.names = [c.lower().replace("/", "-").replace(" ", "-") for c in self.test.classes]
+        self.by_class = {c: np.flatnonzero(labels == c) for c in range(len(self.names))}
+        self.work = work
+
+    def file(self, index: int) -> Path:
+        image, label = self.test[int(index)]
+        path = self.work / f"{index:04d}-{self.names[label]}.png"
+        image.save(path)
+        return path
+
+    def png_of_class(self, label: int, rng: np.random.Generator) -> bytes:
+        buf = io.BytesIO()
+        self.test[int(rng.choice(self.by_class[label]))][0].save(buf, format="PNG")
+        return buf.getvalue()
+
+
+def open_page(pw: Any, chromium: str, url: str, viewport: dict[str, int]) -> tuple[Any, Any]:
+    browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport=viewport)
+    page.goto(url)
+    return browser, page
+
+
+def shoot_uploads(page: Any, images: TestImages, out: Path) -> None:
+    """Several images at once, one of them not an image; then the enlarged preview."""
+    notes = images.work / "notes.txt"
+    notes.write_text("meeting notes, not an image\n")
+    shown = [images.file(images.by_class[c][1]) for c in (7, 0, 8, 3, 9, 6)]
+    page.set_input_files("#file", [str(p) for p in [*shown, notes]])
+    page.wait_for_function(SETTLED)
+    page.screenshot(path=out / "page-predictions.png", full_page=True)
+    page.locator(".thumb").nth(4).click()
+    page.wait_for_timeout(300)
+    page.screenshot(path=out / "page-preview.png")
+    page.keyboard.press("Escape")
+
+
+def shoot_estimate(page: Any, url: str, images: TestImages, out: Path) -> None:
+    """The estimated prior asked for before the server has seen enough images, then after a shifted
+    stream of traffic: the estimate and the predictions under it."""
+    page.select_option("#prior", "estimated")
+    page.wait_for_function(SETTLED)
+    page.locator("#estimate").evaluate("d => { d.open = true; }")
+    page.get_by_role("button", name="Refresh").click()
+    page.wait_for_timeout(500)
+    page.screenshot(path=out / "page-estimate-not-ready.png")
+
+    rng = np.random.default_rng(0)
+    stream = rng.choice(len(images.names), size=400, p=SHIFT / SHIFT.sum())
+    for start in range(0, len(stream), 32):
+        uploads = [
+            ("files", ("x.png", images.png_of_class(int(y), rng), "image/png"))
+            for y in stream[start : start + 32]
+        ]
+        httpx.post(f"{url}/v1/predict", files=uploads, timeout=60).raise_for_status()
+    deadline = time.monotonic() + 30
+    while not httpx.get(f"{url}/v1/prior").json()["ready"] and time.monotonic() < deadline:
+        time.sleep(0.3)
+    page.get_by_role("button", name="Refresh").click()
+    page.wait_for_function("() => document.getElementById('estimate').dataset.ready === 'yes'")
+    page.select_option("#prior", "estimated")
+    page.wait_for_function(SETTLED)
+    page.screenshot(path=out / "page-estimated-prior.png", full_page=True)
+
+
+def shoot_custom_prior(page: Any, out: Path) -> None:
+    """A custom prior, filled with the training counts: the long tail."""
+    page.locator("#estimate").evaluate("d => { d.open = false; }")
+    page.select_option("#prior", "custom")
+    page.get_by_role("button", name="train").click()
+    page.wait_for_function(SETTLED)
+    page.screenshot(path=out / "page-custom-prior.png")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="an exported Fashion-MNIST model (.onnx)")
@@ -48,82 +129,23 @@ def main() -> int:
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    test = build_dataset("fashion-mnist-lt", split="test")
-    labels = np.asarray(test.targets)
-    names = [c.lower().replace("/", "-").replace(" ", "-") for c in test.classes]
     work = Path(tempfile.mkdtemp(prefix="livt-page-"))
-    by_class = {c: np.flatnonzero(labels == c) for c in range(len(names))}
-
-    def png(index: int) -> Path:
-        image, label = test[int(index)]
-        path = work / f"{index:04d}-{names[label]}.png"
-        image.save(path)
-        return path
-
-    shown = [png(by_class[c][1]) for c in (7, 0, 8, 3, 9, 6)]
-    notes = work / "notes.txt"
-    notes.write_text("meeting notes, not an image\n")
+    images = TestImages(work)
     args.out.mkdir(parents=True, exist_ok=True)
     flags = ["--prior-min-images", "200", "--prior-interval-s", "0.5"]
     with sync_playwright() as pw, ServerProcess(args.model, flags) as server:
-        browser = pw.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport=VIEWPORT)
-        page.goto(server.url)
+        browser, page = open_page(pw, args.chromium, server.url, VIEWPORT)
         page.wait_for_function(
             "() => !document.getElementById('model-line').textContent.startsWith('Loading')"
         )
         page.locator("#estimate").evaluate("d => { d.open = false; }")
-
-        # Several images at once, one of them not an image.
-        page.set_input_files("#file", [str(p) for p in [*shown, notes]])
-        page.wait_for_function(SETTLED)
-        page.screenshot(path=args.out / "page-predictions.png", full_page=True)
-
-        # The enlarged preview.
-        page.locator(".thumb").nth(4).click()
-        page.wait_for_timeout(300)
-        page.screenshot(path=args.out / "page-preview.png")
-        page.keyboard.press("Escape")
-
-        # Asked for the estimated prior before the server has seen enough images.
-        page.select_option("#prior", "estimated")
-        page.wait_for_function(SETTLED)
-        page.locator("#estimate").evaluate("d => { d.open = true; }")
-        page.get_by_role("button", name="Refresh").click()
-        page.wait_for_timeout(500)
-        page.screenshot(path=args.out / "page-estimate-not-ready.png")
-
-        # A shifted stream of traffic, then the estimate and predictions under it.
-        rng = np.random.default_rng(0)
-        stream = rng.choice(len(names), size=400, p=SHIFT / SHIFT.sum())
-        for start in range(0, len(stream), 32):
-            uploads = []
-            for y in stream[start : start + 32]:
-                buf = io.BytesIO()
-                test[int(rng.choice(by_class[int(y)]))][0].save(buf, format="PNG")
-                uploads.append(("files", ("x.png", buf.getvalue(), "image/png")))
-            httpx.post(f"{server.url}/v1/predict", files=uploads, timeout=60).raise_for_status()
-        deadline = time.monotonic() + 30
-        while not httpx.get(f"{server.url}/v1/prior").json()["ready"] and time.monotonic() < deadline:
-            time.sleep(0.3)
-        page.get_by_role("button", name="Refresh").click()
-        page.wait_for_function("() => document.getElementById('estimate').dataset.ready === 'yes'")
-        page.select_option("#prior", "estimated")
-        page.wait_for_function(SETTLED)
-        page.screenshot(path=args.out / "page-estimated-prior.png", full_page=True)
-
-        # A custom prior, filled with the training counts: the long tail.
-        page.locator("#estimate").evaluate("d => { d.open = false; }")
-        page.select_option("#prior", "custom")
-        page.get_by_role("button", name="train").click()
-        page.wait_for_function(SETTLED)
-        page.screenshot(path=args.out / "page-custom-prior.png")
+        shoot_uploads(page, images, args.out)
+        shoot_estimate(page, server.url, images, args.out)
+        shoot_custom_prior(page, args.out)
         browser.close()
 
     with ServerProcess(args.model, ["--prior-window", "0"]) as server, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": VIEWPORT["width"], "height": 420})
-        page.goto(server.url)
+        browser, page = open_page(pw, args.chromium, server.url, {"width": VIEWPORT["width"], "height": 420})
         page.wait_for_function("() => document.getElementById('estimate').classList.contains('off')")
         page.screenshot(path=args.out / "page-no-estimate.png")
         browser.close()
