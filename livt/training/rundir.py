@@ -113,7 +113,8 @@ def commit_run_dir(folder: RunFolder, cfg: TrainConfig) -> Path:
     path = folder.path
     try:
         if folder.auto:
-            path = _claim(path)
+            # From the unnumbered name again: the planned number may be taken meanwhile.
+            path = _claim(RUNS_DIR / cfg.stage / default_name(cfg))
         else:
             if folder.replace:
                 for name in _OUTPUTS:
