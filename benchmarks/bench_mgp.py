@@ -3,7 +3,7 @@
     git clone https://github.com/facebookresearch/mae /tmp/mae      # (or any copy of it)
     python benchmarks/bench_mgp.py --mae-repo /tmp/mae
 
-The same configuration on both sides (by default the issue's: ViT 192 wide, 6 blocks, 3 heads,
+The same configuration on both sides (by default docs/performance.md's: ViT 192 wide, 6 blocks, 3 heads,
 32 px, patch 4, decoder 128 wide x 2 blocks, batch 64, norm-pix loss, AdamW), random images, the
 CPU or GPU given. Sides, each timed for ``--steps`` steps in every round, rounds interleaving them so
 that a slow moment of the machine hits all:

@@ -28,7 +28,7 @@ WIDTHS = {
     "192 wide, 6 deep": "--img-size 32 --in-chans 3 --embed-dim 192 --depth 6 --heads 3 --decoder-dim 128 --decoder-depth 2 --decoder-heads 4",
     "vit_small (384 wide, 12 deep)": "--img-size 32 --in-chans 3 --embed-dim 384 --depth 12 --heads 6 --decoder-dim 128 --decoder-depth 2 --decoder-heads 4",
 }  # fmt: skip
-TARGETS = {  # the issue's targets, next to each measured row
+TARGETS = {  # what each measured row must reach (docs/performance.md)
     "ort_fp32_vs_eager": 1.8,
     "ort_int8_vs_eager": 3.0,
     "int8_balanced_loss_points": 0.3,
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def table(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's rows: what, measured, target, met."""
+    """One row per target: what, measured, target, met."""
     infer = {(r["backend"], r["batch_size"]): r for r in results["infer"]["rows"]}
     accuracy = results["infer"]["accuracy"]["variants"]
     serve = {r["concurrency"]: r for r in results["serve"]["http"]["raw"]}

@@ -29,8 +29,8 @@ CELLS = ("mgp/ce", "mgp/bce", "mgp/bal-ce", "mgp/bal-bce", "scratch/ce", "scratc
 SWEPT = "mgp/bal-bce"
 TAUS = (0.5, 1.0, 1.5, 2.0)
 HEADLINE_TAU = 1.0  # the recipe's tau: the cell the other cells and the post-hoc adjustment compare with
-# Every cell fine-tunes for the same length, fixed when the study began (the default recipe then
-# trained 15 epochs; it trains 25 now), so runs from every session stay comparable and reusable.
+# Every cell fine-tunes for 15 epochs, not the recipe's 25: the length the archived runs have, so runs
+# from every session stay comparable and reusable.
 FT_EPOCHS = 15
 GAMMAS = np.round(np.arange(-1.5, 1.5001, 0.05), 2)
 ANALYSIS = "analysis.json"

@@ -1,9 +1,9 @@
 """The console scripts. Each imports its command only when run, so a missing dependency is one line.
 
 The serving image installs livt without torch (``livt-serve`` and ``livt-predict`` need none), yet
-the package's scripts are all there; ``livt-train`` in it, or in any environment short of a
-dependency, used to end in a ModuleNotFoundError traceback. Now it names what is missing and how to
-install it.
+the package's scripts are all there: ``livt-train`` in it, or in any environment short of a
+dependency, names what is missing and how to install it rather than ending in a ModuleNotFoundError
+traceback.
 """
 
 from __future__ import annotations
