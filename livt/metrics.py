@@ -17,14 +17,21 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 import numpy as np
 
-from livt.data.longtail import FEW_THRESHOLD, MANY_THRESHOLD, class_groups
-
 if TYPE_CHECKING:
     import torch
 
+# The Many / Medium / Few split of the long-tail literature (Liu et al. 2019, OLTR): many-shot classes
+# have more than 100 training images, few-shot ones fewer than 20. A run records the pair it used in
+# meta.json (``many_threshold``, ``few_threshold``), which evaluation and export read back.
+MANY_THRESHOLD = 100
+FEW_THRESHOLD = 20
+
 __all__ = [
+    "FEW_THRESHOLD",
+    "MANY_THRESHOLD",
     "SCALAR_METRICS",
     "ReliabilityBins",
+    "class_groups",
     "class_scores",
     "compute_metrics",
     "expected_calibration_error",
@@ -47,6 +54,23 @@ class ReliabilityBins(NamedTuple):
     confidence: np.ndarray  # (n_bins,) mean top-class probability
     accuracy: np.ndarray  # (n_bins,) fraction of correct top-class predictions
     count: np.ndarray  # (n_bins,) samples in the bin
+
+
+def class_groups(
+    class_counts: Sequence[int], many: int = MANY_THRESHOLD, few: int = FEW_THRESHOLD
+) -> dict[str, list[int]]:
+    """Split class indices by training count: ``many`` (> many), ``medium`` (few..many), ``few`` (< few)."""
+    if few > many:
+        raise ValueError(f"few threshold ({few}) must not exceed many threshold ({many})")
+    groups: dict[str, list[int]] = {"many": [], "medium": [], "few": []}
+    for c, n in enumerate(class_counts):
+        if n > many:
+            groups["many"].append(c)
+        elif n < few:
+            groups["few"].append(c)
+        else:
+            groups["medium"].append(c)
+    return groups
 
 
 def compute_metrics(

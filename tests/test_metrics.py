@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from livt.metrics import (
+    class_groups,
     compute_metrics,
     expected_calibration_error,
     reliability_bins,
@@ -161,3 +162,11 @@ def test_scalar_metrics_are_what_compute_metrics_returns_and_import_without_torc
     assert set(SCALAR_METRICS) <= set(compute_metrics(LOGITS, TARGETS, TRAIN_COUNTS))
     code = "import sys; sys.modules['torch'] = None; import livt.metrics, livt.export.metadata; print('ok')"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "ok"
+
+
+def test_class_groups_thresholds():
+    counts = [101, 100, 20, 19, 0]
+    assert class_groups(counts) == {"many": [0], "medium": [1, 2], "few": [3, 4]}
+    assert class_groups(counts, many=19, few=1) == {"many": [0, 1, 2], "medium": [3], "few": [4]}
+    with pytest.raises(ValueError, match="few threshold"):
+        class_groups(counts, many=10, few=20)

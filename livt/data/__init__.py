@@ -1,7 +1,7 @@
 """Long-tailed image data sets, long-tail profiles and transforms (see docs/architecture.md).
 
 The names below are imported on first use, so ``livt.data.longtail`` (numpy only: the long-tail
-profiles and the Many/Few thresholds) loads without torch, for the configs and the CLI's parser.
+profiles) loads without torch.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ _EXPORTS = {
     "list_datasets": "livt.data.datasets",
     "register_dataset": "livt.data.datasets",
     "DatasetNotFoundError": "livt.data.formats",
-    "class_groups": "livt.data.longtail",
     "longtail_counts": "livt.data.longtail",
     "longtail_indices": "livt.data.longtail",
     "build_eval_transform": "livt.data.transforms",

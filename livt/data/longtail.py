@@ -1,4 +1,4 @@
-"""Long-tailed class profiles, seeded subsampling and the Many / Medium / Few class groups.
+"""Long-tailed class profiles and seeded subsampling (the Many / Medium / Few groups: ``livt.metrics``).
 
 The profile is the long-tailed CIFAR rule (Cao et al. 2019, used by LiVT): with ``C`` classes in
 index order, the largest class ``n_max`` and imbalance factor ``IF``,
@@ -16,12 +16,6 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 PROFILES = ("exp", "step")
-# The Many / Medium / Few split of the long-tail literature (Liu et al. 2019, OLTR): many-shot classes
-# have more than 100 training images, few-shot ones fewer than 20. A run records the pair it used in
-# meta.json (``many_threshold``, ``few_threshold``), which evaluation and export read back.
-MANY_THRESHOLD = 100
-FEW_THRESHOLD = 20
-
 # The held-out (val) draw uses its own stream of the user's seed so that it is independent of the
 # subsampling permutation while staying a pure function of ``seed``.
 _HOLDOUT_STREAM = 1
@@ -122,23 +116,6 @@ def holdout_split(
         )
     train = np.setdiff1d(np.asarray(keep, dtype=np.int64), carved_idx)
     return train, np.sort(np.concatenate(val)).astype(np.int64)
-
-
-def class_groups(
-    class_counts: Sequence[int], many: int = MANY_THRESHOLD, few: int = FEW_THRESHOLD
-) -> dict[str, list[int]]:
-    """Split class indices by training count: ``many`` (> many), ``medium`` (few..many), ``few`` (< few)."""
-    if few > many:
-        raise ValueError(f"few threshold ({few}) must not exceed many threshold ({many})")
-    groups: dict[str, list[int]] = {"many": [], "medium": [], "few": []}
-    for c, n in enumerate(class_counts):
-        if n > many:
-            groups["many"].append(c)
-        elif n < few:
-            groups["few"].append(c)
-        else:
-            groups["medium"].append(c)
-    return groups
 
 
 def _as_targets(targets: Sequence[int] | np.ndarray, num_classes: int) -> np.ndarray:

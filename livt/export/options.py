@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from livt.data.longtail import FEW_THRESHOLD, MANY_THRESHOLD
 from livt.export.errors import ExportError
+from livt.metrics import FEW_THRESHOLD, MANY_THRESHOLD
 from livt.prior import DEFAULT_RULE, PRIOR_RULES
 
 FORMATS = ("onnx", "tensorrt", "triton")

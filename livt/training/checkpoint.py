@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from livt.artifact import sha256_file
-from livt.data.longtail import FEW_THRESHOLD, MANY_THRESHOLD
+from livt.metrics import FEW_THRESHOLD, MANY_THRESHOLD
 
 _logger = logging.getLogger(__name__)
 

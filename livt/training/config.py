@@ -28,9 +28,9 @@ from typing import Any, ClassVar
 
 import yaml
 
-from livt.data.longtail import FEW_THRESHOLD, MANY_THRESHOLD
 from livt.flags import check_choices, plain_values
 from livt.images import INTERPOLATIONS
+from livt.metrics import FEW_THRESHOLD, MANY_THRESHOLD
 
 _logger = logging.getLogger(__name__)
 

@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 
 from livt.data.longtail import (
-    class_groups,
     holdout_split,
     longtail_counts,
     longtail_indices,
@@ -122,11 +121,3 @@ def test_holdout_refuses_to_empty_a_class():
     targets = np.array([0] * 3 + [1] * 10)
     with pytest.raises(ValueError, match="class 0 has 3 training images"):
         holdout_split(targets, 2, np.arange(13), per_class=3)
-
-
-def test_class_groups_thresholds():
-    counts = [101, 100, 20, 19, 0]
-    assert class_groups(counts) == {"many": [0], "medium": [1, 2], "few": [3, 4]}
-    assert class_groups(counts, many=19, few=1) == {"many": [0, 1, 2], "medium": [3], "few": [4]}
-    with pytest.raises(ValueError, match="few threshold"):
-        class_groups(counts, many=10, few=20)

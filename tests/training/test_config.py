@@ -162,7 +162,7 @@ def test_choices_and_interpolations_are_one_list():
 
 
 def test_out_is_optional_and_the_thresholds_default_beside_class_groups():
-    from livt.data.longtail import FEW_THRESHOLD, MANY_THRESHOLD
+    from livt.metrics import FEW_THRESHOLD, MANY_THRESHOLD
 
     cfg = FinetuneConfig(dataset="synthetic", model="vit_micro", from_scratch=True)
     assert cfg.out == "" and (cfg.many, cfg.few) == (MANY_THRESHOLD, FEW_THRESHOLD) == (100, 20)
