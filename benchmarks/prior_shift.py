@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from harness.report import write_json
 
 from livt.export.calibration import CALIBRATORS, select_calibration
 from livt.export.fold import FoldedClassifier
@@ -214,10 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, help="write the tables for docs/results.md here")
     args = parser.parse_args(argv)
     report = run(args)
-    text = json.dumps(report, indent=2)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n", encoding="utf-8")
+    write_json(report, args.json)
     if args.markdown:
         args.markdown.write_text(markdown(report, args.rule) + "\n", encoding="utf-8")
     print(json.dumps(report["targets"], indent=2))

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 from harness.batchrun import BatchRunError, Command, cli_flags, run_batch
+from harness.report import write_json
 from harness.runs import check_reusable, run_state
 
 from livt.metrics import tail_accuracy
@@ -203,11 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SweepError, ConfigError) as exc:
         print(f"sweep: error: {exc}", file=sys.stderr)
         return 2
-    text = json.dumps(report, indent=2)
-    if args.report is not None:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(text + "\n", encoding="utf-8")
-    print(text)
+    print(write_json(report, args.report))
     return 0
 
 
