@@ -122,7 +122,11 @@ def create_app(settings: ServeSettings, *, model: ServedModel | None = None) -> 
     )
     app.add_middleware(RawImagePredictMiddleware, route=predict_route)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(BrowserGuardMiddleware, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(
+        BrowserGuardMiddleware,
+        allowed_hosts=settings.allowed_hosts,
+        allowed_origins=settings.allowed_origins,
+    )
     app.add_middleware(MetricsMiddleware, metrics=app_metrics)
     return app
 
