@@ -165,9 +165,11 @@ class SlowClients:
         parts = urllib.parse.urlsplit(self.url)
         request = _http(self.url, "POST", "/v1/predict", self.image, Content_Type="image/png")
         head_end = request.find(b"\r\n\r\n") + 4
+        # Headers slowly: all but the blank line, then a header whose value never ends.
+        start = request[: head_end - 2] + b"X-Slow: " if headers_slowly else request[:head_end]
         while not self._stop.is_set():
             with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
-                sock.sendall(request[:20] if headers_slowly else request[:head_end])
+                sock.sendall(start)
                 self.statuses[self._trickle(sock)] += 1
 
     def _trickle(self, sock: socket.socket) -> int | str:
@@ -177,7 +179,7 @@ class SlowClients:
                 answer = sock.recv(4096)
             except BlockingIOError:  # nothing yet: one more byte
                 try:
-                    sock.send(b"X")
+                    sock.send(b"a")
                 except OSError:
                     return "closed"
                 continue

@@ -175,14 +175,14 @@ class RssSampler:
 
 
 def _schedule(
-    good: bytes, bad: dict[str, bytes], total: int, bad_fraction: float, rng: random.Random
+    good: bytes, bad: dict[str, bytes], total: int, bad_fraction: float, rng: random.Random, first: int = 0
 ) -> list:
-    """``total`` requests, ``bad_fraction`` of them bad, the kinds in turn, at random places."""
+    """``total`` requests, ``bad_fraction`` of them bad, the kinds in turn from the ``first``-th, at
+    random places (a round may hold fewer bad requests than there are kinds: the next goes on)."""
     n_bad = round(total * bad_fraction)
     kinds = list(bad)
-    items = [("good", good)] * (total - n_bad) + [
-        (kinds[i % len(kinds)], bad[kinds[i % len(kinds)]]) for i in range(n_bad)
-    ]
+    chosen = [kinds[(first + i) % len(kinds)] for i in range(n_bad)]
+    items = [("good", good)] * (total - n_bad) + [(kind, bad[kind]) for kind in chosen]
     rng.shuffle(items)
     return items
 
@@ -251,6 +251,7 @@ def run_rounds(args: argparse.Namespace, url: str, good: bytes, bad: dict, image
     per_round = args.requests // args.rounds
     tally = _Tally()
     slow_statuses: Counter = Counter()
+    sent_bad = 0
     loop = _event_loop()
     # Warm-up: ORT's first batches, the server's caches, the client's code paths.
     loop.run_until_complete(
@@ -260,7 +261,8 @@ def run_rounds(args: argparse.Namespace, url: str, good: bytes, bad: dict, image
         # Alternate which goes first, so neither always follows the other's after-effects.
         for mode in ("clean", "adversarial") if r % 2 == 0 else ("adversarial", "clean"):
             fraction = args.bad_fraction if mode == "adversarial" else 0.0
-            schedule = _schedule(good, bad, per_round, fraction, rng)
+            schedule = _schedule(good, bad, per_round, fraction, rng, sent_bad)
+            sent_bad += round(per_round * fraction)
             slow = SlowClients(url, args.slow_clients if mode == "adversarial" else 0, image)
             start = time.perf_counter()
             with slow:
