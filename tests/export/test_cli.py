@@ -1,6 +1,7 @@
 """End-to-end ``livt-export`` runs on the tiny fine-tuned run: parity, metadata, errors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -391,3 +392,13 @@ def test_an_export_removes_the_stale_variants_of_an_earlier_one(run_dir, tmp_pat
     assert not stale.exists() and not (tmp_path / "model.int8.onnx.sha256").exists()
     assert "removed (variants of an earlier export" in printed and str(stale) in printed
     assert (tmp_path / "other.int8.onnx").exists() and out.exists()
+
+
+@pytest.mark.skipif(not Path("/sys").is_dir(), reason="needs a folder nobody may write to (sysfs)")
+def test_an_unwritable_destination_is_one_line(run_dir, capsys):
+    # Root ignores a read-only mode bit, so the test writes under sysfs, which nobody may write.
+    assert main(["--run", str(run_dir), "--out", "/sys/livt-export-test/model.onnx"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write /sys/livt-export-test" in err and "Traceback" not in err, (
+        err
+    )
