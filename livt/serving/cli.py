@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = ServeSettings(**vars(args))
     except ValidationError as exc:
         err = exc.errors()[0]
+        if tuple(err["loc"]) == ("api_key",):  # no flag: the key is read from the environment only
+            print(f"livt-serve: LIVT_API_KEY: {err['msg']}", file=sys.stderr)
+            return 2
         where = "--" + "-".join(str(p) for p in err["loc"]).replace("_", "-")
         print(f"livt-serve: {where}: {err['msg']} (flag or LIVT_ environment variable)", file=sys.stderr)
         return 2
