@@ -63,6 +63,8 @@ def run_export(opts: ExportOptions) -> ExportResult:
         )
     except PriorError as exc:
         raise ExportError(f"--prior: {exc}") from exc
+    # Before the costly steps: a destination that cannot be made fails at once, not after them.
+    opts.out.parent.mkdir(parents=True, exist_ok=True)
     splits = open_splits(source, opts)
     opts = replace(opts, eval_split=splits.eval_split)  # "auto" resolved: what the report names
 
@@ -90,7 +92,6 @@ def run_export(opts: ExportOptions) -> ExportResult:
     )
 
     out = opts.out
-    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.tmp-") as tmp_name:
         tmp = Path(tmp_name)
         variants = export_variants(opts, source, folded, splits.x_check, metadata, tmp, report.parity)

@@ -356,6 +356,7 @@ def test_a_folder_as_out_is_one_line_and_leaves_no_stray_file(run_dir, tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"] and not any(target.iterdir())
 
 
+@pytest.mark.slow  # a whole export in a child process: about 20 s on 2 busy cores
 def test_a_full_disk_is_one_line_and_leaves_no_stray_file(run_dir, tmp_path):
     # A full disk, simulated by a file-size limit: the ONNX file (about 1 MB) cannot be written.
     import resource
