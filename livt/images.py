@@ -138,3 +138,48 @@ def load_image(
 ) -> Image.Image:
     """The "L"/"RGB" image the eval transform gets: what a data set and the server both feed it."""
     return to_model_mode(decode_image(source, formats=formats, max_pixels=max_pixels), channels)
+
+
+# Past this many crops (and the source's own pixels) the resized image is not built (see below).
+_FULL_RESIZE_CROPS = 16
+
+
+def resize_center_crop(img: Image.Image, resize: int, crop: int, resample: Image.Resampling) -> Image.Image:
+    """torchvision's ``Resize(resize)`` then ``CenterCrop(crop)``, computing only the pixels kept.
+
+    ``Resize`` sets the shorter side to ``resize`` and the longer to ``int(resize * long / short)``;
+    a 1,000,000 x 1 image would become 28,000,000 x 28 (2 GB) before a 28 x 28 crop. Pillow's
+    ``resize(box=...)`` resamples just the source region the crop covers, with the same scale and
+    the same filter taps (they are clipped to the whole source, not the box), so the pixels equal
+    the full resize's crop while the work and memory are the crop's. Pillow takes the box in
+    float32, so those pixels can differ from the full resize's by a few levels (a tap more or
+    less where a filter edge falls on a pixel edge): the box is used only where the full resize
+    would be larger than the source and than ``_FULL_RESIZE_CROPS`` crops, an image with a side
+    far shorter than the model's input. Every other image gets the full resize, exactly as in
+    training.
+    """
+    width, height = img.size
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = resize, int(resize * long / short)
+    new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
+    left, top = _crop_offset(new_w, crop), _crop_offset(new_h, crop)
+    # The crop's part inside the resized image; the rest is torchvision's zero padding.
+    x0, y0 = max(left, 0), max(top, 0)
+    x1, y1 = min(left + crop, new_w), min(top + crop, new_h)
+    if new_w * new_h <= max(width * height, _FULL_RESIZE_CROPS * crop * crop):
+        x0, y0 = 0, 0
+        if (new_w, new_h) != (width, height):
+            img = img.resize((new_w, new_h), resample)
+    else:
+        sx, sy = width / new_w, height / new_h
+        img = img.resize((x1 - x0, y1 - y0), resample, box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy))
+    box = (left - x0, top - y0, left - x0 + crop, top - y0 + crop)
+    # Pillow fills a box outside the image with zeros, which is torchvision's zero padding.
+    return img if box == (0, 0, img.width, img.height) else img.crop(box)
+
+
+def _crop_offset(size: int, crop: int) -> int:
+    """torchvision's CenterCrop offset (round half to even), negative where it pads."""
+    if crop > size:
+        return -((crop - size) // 2)
+    return round((size - crop) / 2.0)

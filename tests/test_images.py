@@ -10,11 +10,13 @@ import pytest
 from PIL import Image
 
 from livt.images import (
+    RESAMPLE,
     ImageDecodeError,
     ImageFormatError,
     ImagePixelLimitError,
     decode_image,
     load_image,
+    resize_center_crop,
     to_model_mode,
 )
 
@@ -117,3 +119,38 @@ def test_file_datasets_decode_with_the_shared_code(tmp_path: Path):
     assert rotated.size == (2, 6) and rotated.mode == "RGB"
     assert alpha.getpixel((1, 1)) == (255, 255, 255)
     assert wide.getpixel((0, 0)) == (255, 255, 255)
+
+
+def _full_resize_then_crop(img: Image.Image, resize: int, crop: int, resample) -> Image.Image:
+    # torchvision's Resize(resize) + CenterCrop(crop), built the direct way (what training does).
+    short, long = sorted(img.size)
+    new = (resize, int(resize * long / short))
+    img = img.resize(new if img.width <= img.height else new[::-1], resample)
+    left, top = (round((s - crop) / 2.0) for s in img.size)
+    return img.crop((left, top, left + crop, top + crop))
+
+
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear", "bicubic", "box", "hamming", "lanczos"])
+@pytest.mark.parametrize("size", [(640, 480), (37, 23), (300, 20), (28, 28), (24, 250)])
+def test_resize_center_crop_equals_the_full_resize_for_ordinary_images(interpolation, size):
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, size[::-1], dtype=np.uint8))
+    resample = RESAMPLE[interpolation]
+    ours = resize_center_crop(image, 32, 28, resample)
+    assert np.array_equal(np.asarray(ours), np.asarray(_full_resize_then_crop(image, 32, 28, resample)))
+
+
+def test_a_one_pixel_high_strip_is_cropped_without_building_its_resized_image():
+    # A 1,000-byte PNG of 4,000,000 x 1 pixels: resized first it is 112,000,000 x 28 (3.1 GB). Run
+    # under a 1 GB address-space limit, where building that image raises MemoryError.
+    import subprocess
+    import sys
+
+    code = (
+        "import resource; from PIL import Image; from livt.images import RESAMPLE, resize_center_crop\n"
+        "strip = Image.new('L', (4_000_000, 1), 200)\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+        "out = resize_center_crop(strip, 28, 28, RESAMPLE['bicubic'])\n"
+        "assert out.size == (28, 28) and out.getpixel((14, 14)) == 200, out\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -99,6 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ExportError as exc:
         print(f"livt-export: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # a read-only or full destination: the staging folder is already gone
+        where = exc.filename or options.out
+        print(f"livt-export: error: cannot write {where}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     _print_summary(result, options)
     return 0
 
@@ -122,6 +126,10 @@ def _print_summary(result, options) -> None:
     print("wrote:")
     for path in result.written:
         print(f"  {path}")
+    if result.removed:
+        print("removed (variants of an earlier export, not this one's):")
+        for path in result.removed:
+            print(f"  {path}")
     print("next:")
     if options.format == "triton":
         print(f"  tritonserver --model-repository {Path(options.out).resolve()}")

@@ -86,10 +86,10 @@ class ExportOptions:
         256, "images (val, else test) checked against PyTorch", "verification and evaluation"
     )
     eval_split: str | None = _opt(
-        "test",
-        "split for the per-variant accuracy table",
+        "auto",
+        "split for the per-variant accuracy table (auto: test where the run has one, else val)",
         "verification and evaluation",
-        choices=("val", "test"),
+        choices=("auto", "val", "test"),
     )
     eval_limit: int | None = _opt(None, "evaluate on at most this many images", "verification and evaluation")
     many: int | None = _opt(
@@ -153,8 +153,14 @@ class ExportOptions:
             raise ExportError(f"--out for --format tensorrt must end in .plan or .engine, got {self.out}")
         if self.format == "triton" and self.out.suffix:
             raise ExportError(f"--out for --format triton is a model repository folder, got {self.out}")
-        if self.eval_split not in (None, "val", "test"):
-            raise ExportError(f"--eval-split must be 'val', 'test' or 'none', got {self.eval_split!r}")
+        if self.eval_split not in (None, "auto", "val", "test"):
+            raise ExportError(
+                f"--eval-split must be 'auto', 'val', 'test' or 'none', got {self.eval_split!r}"
+            )
+        if self.format != "triton" and self.out.is_dir():
+            raise ExportError(
+                f"--out {self.out} is a folder; name the file to write (e.g. {self.out / 'model.onnx'})"
+            )
         if self.atol < 0 or not 0 <= self.int8_min_agreement <= 1:
             raise ExportError("--atol must be >= 0 and --int8-min-agreement within [0, 1]")
         if self.opset < MIN_OPSET:

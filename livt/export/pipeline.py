@@ -32,6 +32,7 @@ class ExportSplits:
     val: Any | None  # calibration; None when the run has no val split and nothing needs one
     evaluation: Any | None  # the accuracy table (``--eval-split``)
     x_check: np.ndarray  # the images every variant is verified on (val, else test)
+    eval_split: str | None  # the split ``evaluation`` is ("auto" resolved)
 
 
 def run_export(opts: ExportOptions) -> ExportResult:
@@ -62,7 +63,10 @@ def run_export(opts: ExportOptions) -> ExportResult:
         )
     except PriorError as exc:
         raise ExportError(f"--prior: {exc}") from exc
+    # Before the costly steps: a destination that cannot be made fails at once, not after them.
+    opts.out.parent.mkdir(parents=True, exist_ok=True)
     splits = open_splits(source, opts)
+    opts = replace(opts, eval_split=splits.eval_split)  # "auto" resolved: what the report names
 
     # On by default: the per-class bias the calibrator fits on val also sets Bal-BCE's tau for the
     # user (docs/study.md: it matched or beat retraining at the best tau of a sweep).
@@ -88,7 +92,6 @@ def run_export(opts: ExportOptions) -> ExportResult:
     )
 
     out = opts.out
-    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.tmp-") as tmp_name:
         tmp = Path(tmp_name)
         variants = export_variants(opts, source, folded, splits.x_check, metadata, tmp, report.parity)
@@ -132,14 +135,21 @@ def open_splits(source: Any, opts: ExportOptions) -> ExportSplits:
             raise ExportError(f"--eval-split val needs the val split: {exc}") from exc
         logger.info("no val split (%s); exported uncalibrated, verifying on test images", exc)
         val = None
-    test = (
-        open_split(source, "test", data_root=opts.data_root)
-        if opts.eval_split == "test" or val is None
-        else None
-    )
-    evaluation = {"test": test, "val": val, None: None}[opts.eval_split]
+    split = opts.eval_split
+    test = None
+    if split == "test" or val is None:
+        test = open_split(source, "test", data_root=opts.data_root)
+    elif split == "auto":
+        # test/ is optional in an image folder: a run without one is evaluated on val.
+        try:
+            test = open_split(source, "test", data_root=opts.data_root)
+        except ExportError as exc:
+            logger.info("no test split (%s): the accuracy table is on val", exc)
+    if split == "auto":
+        split = "test" if test is not None else "val"
+    evaluation = {"test": test, "val": val, None: None}[split]
     x_check, _ = load_subset(val if val is not None else test, opts.verify_samples)
-    return ExportSplits(val=val, evaluation=evaluation, x_check=x_check)
+    return ExportSplits(val=val, evaluation=evaluation, x_check=x_check, eval_split=split)
 
 
 def calibrate(source: Any, val: Any, opts: ExportOptions) -> Any:

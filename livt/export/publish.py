@@ -7,7 +7,7 @@ Triton model folder is swapped as a whole.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ class ExportResult:
     artifact: Path
     written: list[Path]
     report: dict[str, Any]
+    removed: list[Path] = field(default_factory=list)  # stale variants of an earlier export
 
 
 def publish_onnx(variants: dict[str, Path], out: Path, report: ExportReport) -> ExportResult:
@@ -48,7 +49,26 @@ def publish_onnx(variants: dict[str, Path], out: Path, report: ExportReport) -> 
         os.replace(path, targets[name])
         written += [targets[name], checksum_path(targets[name])]
     os.replace(staged_report, out.parent / REPORT_FILE)
-    return ExportResult(written[0], [*written, out.parent / REPORT_FILE], report.to_dict())
+    removed = _remove_stale_variants(out, set(variants))
+    return ExportResult(written[0], [*written, out.parent / REPORT_FILE], report.to_dict(), removed)
+
+
+def _remove_stale_variants(out: Path, exported: set[str]) -> list[Path]:
+    """Delete the variants of ``out`` this export did not write (an earlier export's INT8 file, say).
+
+    Left in place, such a file keeps a valid checksum and reads as part of this export, though
+    it is another model.
+    """
+    removed = []
+    for name, suffix in _ONNX_SUFFIX.items():
+        stale = out.with_name(out.name.removesuffix(".onnx") + suffix)
+        if name in exported:
+            continue
+        for path in (stale, checksum_path(stale)):
+            if path.is_file():
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 def publish_engine(

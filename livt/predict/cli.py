@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from livt import __version__
+from livt.files import atomic_write_text, display_name
 from livt.prior import PriorError
 
 EXIT_UNREADABLE = 1
@@ -73,7 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         return _predict(predictor, args)
     except (ArtifactError, PriorError, FileNotFoundError, ValueError) as exc:
-        print(f"livt-predict: error: {exc}", file=sys.stderr)
+        print(f"livt-predict: error: {display_name(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # an output that cannot be written: its old content is kept
+        where = display_name(exc.filename) if exc.filename else "output"
+        print(f"livt-predict: error: cannot write {where}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
 
 
@@ -97,30 +102,13 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _predict(predictor, args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from livt.predict.sources import collect_images
-    from livt.serving.preprocess import ImageError
 
-    paths = collect_images(args.images)
-    readable, logits, failed = [], [], []
-    with tqdm(total=len(paths), unit="img", disable=args.quiet, file=sys.stderr) as bar:
-        for start in range(0, len(paths), args.batch_size):
-            chunk = paths[start : start + args.batch_size]
-            try:
-                logits.append(predictor.logits(chunk, batch_size=args.batch_size))
-                readable += chunk
-            except ImageError:
-                # Find the bad files one by one, so one corrupt image costs only itself.
-                for path in chunk:
-                    try:
-                        logits.append(predictor.logits([path]))
-                        readable.append(path)
-                    except ImageError as exc:
-                        failed.append((path, str(exc)))
-            bar.update(len(chunk))
-    for _, reason in failed:
-        print(f"livt-predict: skipped {reason}", file=sys.stderr)
+    sources = collect_images(args.images)
+    readable, logits, failed = _run_images(predictor, sources.files, args)
+    failed = sources.unreadable + failed
+    for path, reason in failed:
+        print(f"livt-predict: skipped {display_name(path)}: {reason}", file=sys.stderr)
     if not readable:
         print("livt-predict: error: no image could be read", file=sys.stderr)
         return EXIT_UNREADABLE
@@ -132,41 +120,67 @@ def _predict(predictor, args: argparse.Namespace) -> int:
     return EXIT_UNREADABLE if failed else 0
 
 
+def _run_images(predictor, paths: list[Path], args: argparse.Namespace) -> tuple[list, list, list]:
+    """The readable paths, their logits (in batches), and each unreadable path with the reason."""
+    from tqdm import tqdm
+
+    from livt.serving.preprocess import ImageError
+
+    readable, logits, failed = [], [], []
+    with tqdm(total=len(paths), unit="img", disable=args.quiet, file=sys.stderr) as bar:
+        for start in range(0, len(paths), args.batch_size):
+            chunk = paths[start : start + args.batch_size]
+            try:
+                logits.append(predictor.logits(chunk, batch_size=args.batch_size))
+                readable += chunk
+            except (ImageError, OSError):
+                # Find the bad files one by one, so one corrupt image costs only itself.
+                for path in chunk:
+                    try:
+                        logits.append(predictor.logits([path]))
+                        readable.append(path)
+                    except ImageError as exc:
+                        failed.append((path, _without_name(str(exc), path)))
+                    except OSError as exc:  # unreadable: permissions, a vanished file, an I/O error
+                        failed.append((path, exc.strerror or str(exc)))
+            bar.update(len(chunk))
+    return readable, logits, failed
+
+
+def _without_name(message: str, path: Path) -> str:
+    # Image errors start with the path; the report names it once, escaped.
+    return message.removeprefix(f"{path}: ")
+
+
 def _write_predictions(predictor, paths: list[Path], mode: str, probabilities: np.ndarray, args) -> None:
+    """The predictions as CSV or JSONL: on stdout, or a file replaced whole (never half written)."""
     from livt.serving.model import top_k
 
     classes = predictor.classes
     k = min(args.top_k, len(classes))
-    out = io.StringIO() if args.out is None else open(args.out, "w", encoding="utf-8", newline="")  # noqa: SIM115
-    try:
-        if args.out is not None and args.out.suffix.lower() == ".jsonl":
-            for path, row in zip(paths, probabilities, strict=True):
-                record = {
-                    "path": str(path),
-                    "prior": mode,
-                    "top_k": [{"label": classes[i], "index": i, "probability": p} for i, p in top_k(row, k)],
-                }
-                if args.probabilities:
-                    record["probabilities"] = [float(v) for v in row]
-                out.write(json.dumps(record) + "\n")
-        else:
-            writer = csv.writer(out)
-            writer.writerow(
-                [
-                    "path",
-                    "prior",
-                    *[f"{name}_{j}" for j in range(1, k + 1) for name in ("label", "probability")],
-                ]
-            )
-            for path, row in zip(paths, probabilities, strict=True):
-                cells = [v for i, p in top_k(row, k) for v in (classes[i], f"{p:.6g}")]
-                writer.writerow([str(path), mode, *cells])
-    finally:
-        if args.out is None:
-            sys.stdout.write(out.getvalue())
-        else:
-            out.close()
-            print(f"wrote {len(paths)} predictions to {args.out}", file=sys.stderr)
+    out = io.StringIO()
+    if args.out is not None and args.out.suffix.lower() == ".jsonl":
+        for path, row in zip(paths, probabilities, strict=True):
+            record = {
+                "path": display_name(path),
+                "prior": mode,
+                "top_k": [{"label": classes[i], "index": i, "probability": p} for i, p in top_k(row, k)],
+            }
+            if args.probabilities:
+                record["probabilities"] = [float(v) for v in row]
+            out.write(json.dumps(record) + "\n")
+    else:
+        writer = csv.writer(out)
+        header = [f"{name}_{j}" for j in range(1, k + 1) for name in ("label", "probability")]
+        writer.writerow(["path", "prior", *header])
+        for path, row in zip(paths, probabilities, strict=True):
+            cells = [v for i, p in top_k(row, k) for v in (classes[i], f"{p:.6g}")]
+            writer.writerow([display_name(path), mode, *cells])
+    if args.out is None:
+        sys.stdout.write(out.getvalue())
+        return
+    atomic_write_text(args.out, out.getvalue())
+    print(f"wrote {len(paths)} predictions to {display_name(args.out)}", file=sys.stderr)
 
 
 def _estimate_from_predictions(predictor, args: argparse.Namespace) -> None:
@@ -202,9 +216,8 @@ def _estimate_from_predictions(predictor, args: argparse.Namespace) -> None:
 def _write_prior(predictor, estimate, path: Path) -> None:
     """The prior file (class name -> frequency) and a summary on stderr."""
     classes = predictor.classes
-    path.write_text(
-        json.dumps(dict(zip(classes, estimate.pi.round(6).tolist(), strict=True)), indent=2) + "\n",
-        encoding="utf-8",
+    atomic_write_text(
+        path, json.dumps(dict(zip(classes, estimate.pi.round(6).tolist(), strict=True)), indent=2) + "\n"
     )
     print(
         f"estimated prior from {estimate.images} images (EM, {estimate.iterations} iterations) -> {path}",

@@ -49,36 +49,8 @@ def create_app(settings: ServeSettings, *, model: ServedModel | None = None) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         served = model if model is not None else load_model(settings)
-        if served.info.num_classes <= settings.metrics_max_classes:
-            app_metrics.bind_classes(served.info.classes)
-        monitor = _prior_monitor(settings, served, app_metrics)
-
-        def on_batch(size: int, seconds: float, outputs: tuple[np.ndarray, ...]) -> None:
-            app_metrics.observe_batch(size, seconds)
-            app_metrics.observe_predictions(served.balanced_logits(outputs[0]).argmax(axis=1))
-
-        batcher = DynamicBatcher(
-            served.run,
-            max_batch=settings.max_batch,
-            max_delay_s=settings.max_delay_ms / 1000,
-            max_queue=settings.max_queue,
-            on_batch=on_batch,
-        )
-        batcher.start()
-        if monitor is not None:
-            monitor.start()
-        limits = RequestLimits(
-            max_images=settings.max_images,
-            max_top_k=settings.max_top_k,
-            num_classes=served.info.num_classes,
-            input_shape=served.info.preprocess.input_shape,
-        )
-        decoder = ThreadPoolExecutor(
-            settings.decode_threads, thread_name_prefix="livt-decode", initializer=_background_priority
-        )
-        app.state.serving = ServingState(
-            settings, served, batcher, app_metrics, RequestModels(limits), decoder, monitor
-        )
+        state = start_serving(settings, served, app_metrics)
+        app.state.serving = state
         logger.info(
             "serving %s (%s, version %s) as %r",
             served.info.path,
@@ -90,10 +62,7 @@ def create_app(settings: ServeSettings, *, model: ServedModel | None = None) -> 
             yield
         finally:
             app.state.serving = None
-            batcher.close()
-            decoder.shutdown(cancel_futures=True)
-            if monitor is not None:
-                monitor.close()
+            stop_serving(state)
 
     app = FastAPI(
         title="livt",
@@ -122,9 +91,53 @@ def create_app(settings: ServeSettings, *, model: ServedModel | None = None) -> 
     )
     app.add_middleware(RawImagePredictMiddleware, route=predict_route)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(BrowserGuardMiddleware, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(
+        BrowserGuardMiddleware,
+        allowed_hosts=settings.allowed_hosts,
+        allowed_origins=settings.allowed_origins,
+    )
     app.add_middleware(MetricsMiddleware, metrics=app_metrics)
     return app
+
+
+def start_serving(settings: ServeSettings, served: ServedModel, app_metrics: ServingMetrics) -> ServingState:
+    """The batcher, prior monitor, request models and decoding threads around a loaded model, started."""
+    if served.info.num_classes <= settings.metrics_max_classes:
+        app_metrics.bind_classes(served.info.classes)
+    monitor = _prior_monitor(settings, served, app_metrics)
+
+    def on_batch(size: int, seconds: float, outputs: tuple[np.ndarray, ...]) -> None:
+        app_metrics.observe_batch(size, seconds)
+        app_metrics.observe_predictions(served.balanced_logits(outputs[0]).argmax(axis=1))
+
+    batcher = DynamicBatcher(
+        served.run,
+        max_batch=settings.max_batch,
+        max_delay_s=settings.max_delay_ms / 1000,
+        max_queue=settings.max_queue,
+        on_batch=on_batch,
+    )
+    batcher.start()
+    if monitor is not None:
+        monitor.start()
+    limits = RequestLimits(
+        max_images=settings.max_images,
+        max_top_k=settings.max_top_k,
+        num_classes=served.info.num_classes,
+        input_shape=served.info.preprocess.input_shape,
+    )
+    decoder = ThreadPoolExecutor(
+        settings.decode_threads, thread_name_prefix="livt-decode", initializer=_background_priority
+    )
+    return ServingState(settings, served, batcher, app_metrics, RequestModels(limits), decoder, monitor)
+
+
+def stop_serving(state: ServingState) -> None:
+    """Finish what is queued, then stop the threads ``start_serving`` started."""
+    state.batcher.close()
+    state.decoder.shutdown(cancel_futures=True)
+    if state.prior_monitor is not None:
+        state.prior_monitor.close()
 
 
 def _prior_monitor(

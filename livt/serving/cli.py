@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = ServeSettings(**vars(args))
     except ValidationError as exc:
         err = exc.errors()[0]
+        if tuple(err["loc"]) == ("api_key",):  # no flag: the key is read from the environment only
+            print(f"livt-serve: LIVT_API_KEY: {err['msg']}", file=sys.stderr)
+            return 2
         where = "--" + "-".join(str(p) for p in err["loc"]).replace("_", "-")
         print(f"livt-serve: {where}: {err['msg']} (flag or LIVT_ environment variable)", file=sys.stderr)
         return 2
@@ -78,19 +81,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    from livt.serving.server import uvicorn_config
+
     _exit_cleanly_on_stop_signals()
     print(
         f"livt-serve: {settings.model} at http://{settings.host}:{settings.port}/ (API docs at /docs)",
         flush=True,
     )
-    uvicorn.run(
-        create_app(settings, model=model),
-        access_log=settings.access_log,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        log_config=None,  # keep the root logger's format for uvicorn's lines too
-    )
+    uvicorn.Server(uvicorn_config(create_app(settings, model=model), settings)).run()
     return 0
 
 

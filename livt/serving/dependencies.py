@@ -39,6 +39,9 @@ async def require_api_key(request: Request) -> None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if given is None and scheme.lower() == "bearer":
         given = token.strip()
-    # compare_digest takes the same time wherever the strings differ: no timing oracle.
-    if given is None or not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+    # Header values arrive as bytes, which Starlette decodes as latin-1; clients (curl, browsers,
+    # httpx) send a key as UTF-8, so the comparison is of those bytes. compare_digest takes the
+    # same time wherever the values differ: no timing oracle.
+    key = expected.get_secret_value().encode()
+    if given is None or not hmac.compare_digest(given.encode("latin-1"), key):
         raise ServingError(401, "missing or wrong API key", {"WWW-Authenticate": "Bearer"})

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from livt.prior import PriorError
 from livt.serving.batching import BatcherClosedError, InferenceError, InferenceTimeoutError, QueueFullError
@@ -24,6 +25,8 @@ from livt.serving.preprocess import ImageError, PreprocessConfig
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 1
+# nginx's status for a client that closed the connection before the answer: never sent, only counted.
+CLIENT_CLOSED = 499
 TOO_MANY = "too_many"  # the pydantic error type of a count over its limit: 413, like the other limits
 
 
@@ -78,6 +81,10 @@ def exception_response(exc: Exception) -> JSONResponse:
         return error_response(504, str(exc))
     if isinstance(exc, StarletteHTTPException):
         return error_response(exc.status_code, str(exc.detail), exc.headers)
+    if isinstance(exc, ClientDisconnect):
+        # The client's doing, and common (a closed tab, a timed-out client): not a server error.
+        logger.debug("client closed the connection before its request was read")
+        return error_response(CLIENT_CLOSED, "client closed the connection")
     logger.error("unhandled error", exc_info=exc)
     return error_response(500, f"internal error ({type(exc).__name__})")
 
@@ -94,6 +101,7 @@ HANDLED = (
     InferenceError,
     InferenceTimeoutError,
     StarletteHTTPException,
+    ClientDisconnect,
     Exception,
 )
 

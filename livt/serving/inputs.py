@@ -48,6 +48,7 @@ _OBSERVE_DOC = (
     "count these images in the server's estimate of the traffic's prior (GET /v1/prior); false for "
     "images already sent (another prior or top_k for the same images), which would count twice"
 )
+_Observe = Annotated[bool, Field(strict=True, description=_OBSERVE_DOC)]
 
 
 # An FP32 value as JSON: a number (not a string, not a boolean) that float32 holds.
@@ -101,119 +102,9 @@ class RequestModels:
 
     def __init__(self, limits: RequestLimits):
         self.limits = limits
-        k, (c, h, w) = limits.num_classes, limits.input_shape
-        finite = Field(strict=True, allow_inf_nan=False)
-        Weight = Annotated[float, finite, Field(ge=0)]
-        # One number per class, not all zero (``contains``): what resolve_prior accepts, said in the schema.
-        Weights = Annotated[
-            list[Weight],
-            Field(min_length=k, max_length=k, json_schema_extra={"contains": {"exclusiveMinimum": 0}}),
-        ]
-        # Discriminated by the value's type, so an error names the one reading that applies.
-        Prior = Annotated[
-            Annotated[
-                Annotated[Literal[REQUEST_PRIORS], Tag("name")] | Annotated[Weights, Tag("values")],
-                Discriminator(_prior_kind),
-            ]
-            | None,
-            Field(description=_PRIOR_DOC),
-        ]
-        TopK = Annotated[int, Field(strict=True, ge=1, le=limits.max_top_k, description=_TOP_K_DOC)]
-        Observe = Annotated[bool, Field(strict=True, description=_OBSERVE_DOC)]
-
-        class PredictOptions(BaseModel):
-            """The options of ``POST /v1/predict``: query parameters, form fields or JSON."""
-
-            model_config = ConfigDict(extra="forbid")
-
-            top_k: TopK = 5
-            prior: Prior = None
-            observe: Observe = True
-
-        class PredictJSONRequest(PredictOptions):
-            """``POST /v1/predict`` with ``Content-Type: application/json``."""
-
-            images: Annotated[
-                list[Annotated[str, Field(strict=True)]],
-                Field(min_length=1, description="base64-encoded image files (PNG, JPEG, ...), or data URLs"),
-                Field(json_schema_extra={"maxItems": limits.max_images}),
-                _at_most(limits.max_images, "images"),
-            ]
-
-        class InputParameters(BaseModel):
-            model_config = ConfigDict(extra="allow")
-
-            binary_data_size: Annotated[int, Field(strict=True, ge=0)] | None = None
-
-        class InferInput(BaseModel):
-            model_config = ConfigDict(extra="forbid")
-
-            name: Literal[INPUT_NAME]
-            shape: Annotated[
-                list[Annotated[int, Field(strict=True)]],
-                Field(
-                    min_length=4,
-                    max_length=4,
-                    description=f"[N, {c}, {h}, {w}] with 1 <= N <= {limits.max_images}",
-                    json_schema_extra={
-                        "prefixItems": [
-                            {"type": "integer", "minimum": 1, "maximum": limits.max_images},
-                            *({"const": d} for d in (c, h, w)),
-                        ]
-                    },
-                ),
-            ]
-            datatype: Literal["FP32"]
-            parameters: InputParameters | None = None
-            data: (
-                Annotated[
-                    TensorData,
-                    Field(
-                        description="the tensor's N * C * H * W values in row-major order: a flat list, "
-                        "or lists nested as the shape"
-                    ),
-                    Field(json_schema_extra={"maxItems": limits.max_values}),
-                ]
-                | None
-            ) = None
-
-        class OutputParameters(BaseModel):
-            model_config = ConfigDict(extra="allow")
-
-            classification: Annotated[int, Field(strict=True, ge=0)] = 0
-            binary_data: Annotated[bool, Field(strict=True)] | None = None
-
-        class RequestedOutput(BaseModel):
-            model_config = ConfigDict(extra="forbid")
-
-            name: Literal[OUTPUT_NAMES]
-            parameters: OutputParameters | None = None
-
-        class InferParameters(BaseModel):
-            model_config = ConfigDict(extra="allow")
-
-            binary_data_output: Annotated[bool, Field(strict=True)] = False
-            prior: Prior = None
-            observe: Observe = True
-
-        class InferRequest(BaseModel):
-            """An Open Inference Protocol v2 request: one FP32 tensor ``input``."""
-
-            model_config = ConfigDict(extra="forbid")
-
-            id: Annotated[str, Field(strict=True)] | None = None
-            parameters: InferParameters | None = Field(
-                None,
-                description="binary_data_output (bool), and livt's 'prior' and 'observe' (as in /v1/predict)",
-            )
-            inputs: Annotated[list[InferInput], Field(min_length=1, max_length=1)]
-            outputs: list[RequestedOutput] | None = None
-
-        self.predict_options = PredictOptions
-        self.predict_json = PredictJSONRequest
-        self.infer = InferRequest
-        self.infer_parameters = InferParameters
-        self.requested_output = RequestedOutput
+        prior = _prior_type(limits.num_classes)
+        self.predict_options, self.predict_json = _v1_models(limits, prior)
+        self.infer, self.infer_parameters, self.requested_output = _v2_models(limits, prior)
 
     # --- /v1/predict ---------------------------------------------------------------------------
 
@@ -323,6 +214,150 @@ class RequestModels:
         # Every value but the last is followed by a comma, and counting them is a scan at memory
         # speed, while parsing a value costs about 0.25 us: 16 M of them stalled the server for 4 s.
         return max_values + self.limits.num_classes + _JSON_COMMA_SLACK
+
+
+def _prior_type(k: int) -> Any:
+    """A request's prior: a name, or one number per class not all zero (what resolve_prior accepts)."""
+    finite = Field(strict=True, allow_inf_nan=False)
+    Weight = Annotated[float, finite, Field(ge=0)]
+    Weights = Annotated[
+        list[Weight],
+        Field(min_length=k, max_length=k, json_schema_extra={"contains": {"exclusiveMinimum": 0}}),
+    ]
+    # Discriminated by the value's type, so an error names the one reading that applies.
+    return Annotated[
+        Annotated[
+            Annotated[Literal[REQUEST_PRIORS], Tag("name")] | Annotated[Weights, Tag("values")],
+            Discriminator(_prior_kind),
+        ]
+        | None,
+        Field(description=_PRIOR_DOC),
+    ]
+
+
+def _v1_models(limits: RequestLimits, Prior: Any) -> tuple[type[BaseModel], type[BaseModel]]:
+    """``/v1/predict``'s options (query, form or JSON) and its JSON body."""
+    TopK = Annotated[int, Field(strict=True, ge=1, le=limits.max_top_k, description=_TOP_K_DOC)]
+
+    class PredictOptions(BaseModel):
+        """The options of ``POST /v1/predict``: query parameters, form fields or JSON."""
+
+        model_config = ConfigDict(extra="forbid")
+
+        top_k: TopK = 5
+        prior: Prior = None
+        observe: _Observe = True
+
+    class PredictJSONRequest(PredictOptions):
+        """``POST /v1/predict`` with ``Content-Type: application/json``."""
+
+        images: Annotated[
+            list[Annotated[str, Field(strict=True)]],
+            Field(min_length=1, description="base64-encoded image files (PNG, JPEG, ...), or data URLs"),
+            Field(json_schema_extra={"maxItems": limits.max_images}),
+            _at_most(limits.max_images, "images"),
+        ]
+
+    return PredictOptions, PredictJSONRequest
+
+
+def _infer_input(limits: RequestLimits) -> type[BaseModel]:
+    """The one input tensor of a v2 request, its shape stated in the schema."""
+    c, h, w = limits.input_shape
+
+    class InputParameters(BaseModel):
+        model_config = ConfigDict(extra="allow")
+
+        binary_data_size: Annotated[int, Field(strict=True, ge=0)] | None = None
+
+    class InferInput(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        name: Literal[INPUT_NAME]
+        shape: Annotated[
+            list[Annotated[int, Field(strict=True)]],
+            Field(
+                min_length=4,
+                max_length=4,
+                description=f"[N, {c}, {h}, {w}] with 1 <= N <= {limits.max_images}",
+                json_schema_extra={
+                    "prefixItems": [
+                        {"type": "integer", "minimum": 1, "maximum": limits.max_images},
+                        *({"const": d} for d in (c, h, w)),
+                    ]
+                },
+            ),
+        ]
+        datatype: Literal["FP32"]
+        parameters: InputParameters | None = None
+        data: (
+            Annotated[
+                TensorData,
+                Field(
+                    description="the tensor's N * C * H * W values in row-major order: a flat list, "
+                    "or lists nested as the shape"
+                ),
+                Field(json_schema_extra={"maxItems": limits.max_values}),
+            ]
+            | None
+        ) = None
+
+    return InferInput
+
+
+def _v2_models(limits: RequestLimits, Prior: Any) -> tuple[type[BaseModel], type[BaseModel], type[BaseModel]]:
+    """The v2 infer request, its parameters and one requested output."""
+    InferInput = _infer_input(limits)
+
+    class OutputParameters(BaseModel):
+        model_config = ConfigDict(extra="allow")
+
+        classification: Annotated[int, Field(strict=True, ge=0)] = 0
+        binary_data: Annotated[bool, Field(strict=True)] | None = None
+
+    class RequestedOutput(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        name: Literal[OUTPUT_NAMES]
+        parameters: OutputParameters | None = None
+
+    class InferParameters(BaseModel):
+        model_config = ConfigDict(extra="allow")
+
+        binary_data_output: Annotated[bool, Field(strict=True)] = False
+        prior: Prior = None
+        observe: _Observe = True
+
+    class InferRequest(BaseModel):
+        """An Open Inference Protocol v2 request: one FP32 tensor ``input``."""
+
+        model_config = ConfigDict(extra="forbid")
+
+        id: Annotated[str, Field(strict=True)] | None = None
+        parameters: InferParameters | None = Field(
+            None,
+            description="binary_data_output (bool), and livt's 'prior' and 'observe' (as in /v1/predict)",
+        )
+        inputs: Annotated[list[InferInput], Field(min_length=1, max_length=1)]
+        # Each output once: a name repeated 26,000 times made one request answer 164 MB.
+        outputs: (
+            Annotated[
+                list[RequestedOutput],
+                Field(min_length=1, max_length=len(OUTPUT_NAMES)),
+                AfterValidator(_each_name_once),
+            ]
+            | None
+        ) = None
+
+    return InferRequest, InferParameters, RequestedOutput
+
+
+def _each_name_once(outputs: list) -> list:
+    names = [out.name for out in outputs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"output {twice[0]!r} is requested more than once")
+    return outputs
 
 
 def _too_many_values(max_values: int) -> str:

@@ -107,21 +107,7 @@ class PreprocessConfig:
 
 def transform(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
     """Resize, center-crop, scale and normalise an "L"/"RGB" image into float32 ``[C, H, W]``."""
-    width, height = img.size
-    short, long = (width, height) if width <= height else (height, width)
-    new_short, new_long = cfg.resize, int(cfg.resize * long / short)
-    size = (new_short, new_long) if width <= height else (new_long, new_short)
-    # Pillow's resize to the same size and a crop of the whole image are copies: skip them, as
-    # images already at the model's size (the common case for a small model) are half the work.
-    if size != img.size:
-        img = img.resize(size, RESAMPLE[cfg.interpolation])
-
-    crop = cfg.img_size
-    left, top = _crop_offset(img.width, crop), _crop_offset(img.height, crop)
-    box = (left, top, left + crop, top + crop)
-    if box != (0, 0, img.width, img.height):
-        # Pillow fills a box outside the image with zeros, which is torchvision's zero padding.
-        img = img.crop(box)
+    img = images.resize_center_crop(img, cfg.resize, cfg.img_size, RESAMPLE[cfg.interpolation])
 
     arr = np.asarray(img, dtype=np.float32) / np.float32(255)
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
@@ -157,9 +143,3 @@ def _http_errors() -> Iterator[None]:
         raise UnsupportedImageError(str(exc)) from exc
     except images.ImageDecodeError as exc:
         raise ImageError(str(exc)) from exc
-
-
-def _crop_offset(size: int, crop: int) -> int:
-    if crop > size:
-        return -((crop - size) // 2)
-    return round((size - crop) / 2.0)

@@ -74,7 +74,7 @@ class ServeSettings(BaseSettings):
     metrics_max_classes: int = Field(
         200, ge=0, description="per-class Prometheus series (prior, predictions) up to this many classes"
     )
-    # What a request may cost and who may ask (issue 10: hardening).
+    # What a request may cost and who may ask
     max_request_pixels: int = Field(
         64_000_000,
         ge=1,
@@ -94,6 +94,23 @@ class ServeSettings(BaseSettings):
     )
     require_checksum: bool = Field(
         False, description="refuse to start without a checksum (--sha256 or ARTIFACT.sha256)"
+    )
+    # What a slow or departing client may hold
+    read_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="longest a client may take to send a request's headers, and again its body (else 408)",
+    )
+    graceful_timeout_s: float = Field(
+        8.0,
+        gt=0,
+        description="on SIGTERM, how long requests in flight may finish before they are cancelled "
+        "(under Docker's 10 s before SIGKILL)",
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="web origins (https://app.example) whose pages may POST to the API from a browser; "
+        "other cross-site POSTs are refused (403)",
     )
 
     @field_validator("port", mode="before")
@@ -158,6 +175,21 @@ class ServeSettings(BaseSettings):
     @classmethod
     def _empty_key_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_without_padding(cls, value: SecretStr | None) -> SecretStr | None:
+        # Clients strip a token's spaces (and a header value's, by RFC 9110): a padded key never matches.
+        if value is not None and value.get_secret_value() != value.get_secret_value().strip():
+            raise ValueError("the API key starts or ends with whitespace, which no client can send")
+        return value
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [o.strip().rstrip("/").lower() for o in value.split(",") if o.strip()]
+        return value
 
 
 def _is_loopback_address(host: str) -> bool:

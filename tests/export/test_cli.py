@@ -1,6 +1,7 @@
 """End-to-end ``livt-export`` runs on the tiny fine-tuned run: parity, metadata, errors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -315,3 +316,90 @@ def test_a_run_without_val_split_exports_and_verifies_on_test(run_dir, tmp_path,
     capsys.readouterr()
     assert main(["--run", str(run), "--out", str(tmp_path / "cal" / "m.onnx"), "--calibrate", "bcts"]) == 2
     assert "--calibrate bcts needs the val split" in capsys.readouterr().err
+
+
+def test_a_run_without_test_split_exports_with_the_command_training_prints(run_dir, tmp_path, capsys):
+    """test/ is optional in an image folder: the printed `livt-export --run R --out O` evaluates on val."""
+    from PIL import Image
+
+    run = _run_copy(run_dir, tmp_path)
+    meta_path = run / "checkpoints" / "best" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    root = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for name in meta["classes"]:
+        (root / "val" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(
+                root / "val" / name / f"{i}.png"
+            )
+    pp = meta["preprocess"]
+    options = {"classes": meta["classes"], "image_size": pp["img_size"], "mean": pp["mean"], "std": pp["std"]}
+    meta["dataset"] = {"name": "imagefolder", "data_root": str(root), "options": options}
+    meta_path.write_text(json.dumps(meta))
+
+    out = run / "export" / "model.onnx"
+    assert main(["--run", str(run), "--out", str(out), "--calibrate", "none"]) == 0, capsys.readouterr().err
+    report = json.loads((out.parent / "export_report.json").read_text())
+    assert report["evaluation"]["split"] == "val" and report["evaluation"]["samples"] == 30
+    capsys.readouterr()
+    assert main(["--run", str(run), "--out", str(tmp_path / "t" / "m.onnx"), "--eval-split", "test"]) == 2
+    assert "cannot read the 'test' split" in capsys.readouterr().err
+
+
+def test_a_folder_as_out_is_one_line_and_leaves_no_stray_file(run_dir, tmp_path, capsys):
+    target = tmp_path / "model.onnx"
+    target.mkdir()
+    assert main(["--run", str(run_dir), "--out", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a folder" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"] and not any(target.iterdir())
+
+
+@pytest.mark.slow  # a whole export in a child process: about 20 s on 2 busy cores
+def test_a_full_disk_is_one_line_and_leaves_no_stray_file(run_dir, tmp_path):
+    # A full disk, simulated by a file-size limit: the ONNX file (about 1 MB) cannot be written.
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG from write(), not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    out = tmp_path / "out" / "model.onnx"
+    out.parent.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "livt.export.cli", "--run", str(run_dir), "--out", str(out), "--calibrate",
+         "none", "--eval-split", "none", "--verify-samples", "8"],
+        capture_output=True, text=True, timeout=300, preexec_fn=limit_file_size,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr[-3000:]
+    assert "livt-export: error:" in done.stderr and "File too large" in done.stderr, done.stderr
+    assert list(out.parent.iterdir()) == []
+
+
+def test_an_export_removes_the_stale_variants_of_an_earlier_one(run_dir, tmp_path, capsys):
+    out = tmp_path / "model.onnx"
+    stale = tmp_path / "model.int8.onnx"
+    stale.write_bytes(b"another model")
+    (tmp_path / "model.int8.onnx.sha256").write_text("0" * 64 + "  model.int8.onnx\n")
+    (tmp_path / "other.int8.onnx").write_bytes(b"not a variant of model.onnx")
+    args = ["--run", str(run_dir), "--out", str(out), "--calibrate", "none", "--eval-split", "none"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert not stale.exists() and not (tmp_path / "model.int8.onnx.sha256").exists()
+    assert "removed (variants of an earlier export" in printed and str(stale) in printed
+    assert (tmp_path / "other.int8.onnx").exists() and out.exists()
+
+
+@pytest.mark.skipif(not Path("/sys").is_dir(), reason="needs a folder nobody may write to (sysfs)")
+def test_an_unwritable_destination_is_one_line(run_dir, capsys):
+    # Root ignores a read-only mode bit, so the test writes under sysfs, which nobody may write.
+    assert main(["--run", str(run_dir), "--out", "/sys/livt-export-test/model.onnx"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write /sys/livt-export-test" in err and "Traceback" not in err, (
+        err
+    )

@@ -100,3 +100,75 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["--version"])
     assert stop.value.code == 0 and "livt-predict 0.2.0" in capsys.readouterr().out
+
+
+def test_a_name_that_is_not_utf_8_is_written_escaped_with_the_other_rows(
+    artifact: Path, tmp_path: Path, capsys
+):
+    import os
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in (b"a.png", b"\xff\xfe.png", b"line\nbreak.png"):
+        (photos / os.fsdecode(name)).write_bytes(image_bytes((20, 20)))
+    out = tmp_path / "pred.csv"
+    out.write_text("old content\n")
+    assert main(["--model", str(artifact), str(photos), "--out", str(out), "--quiet"]) == 0
+    rows = list(csv.reader(out.read_text(encoding="utf-8").splitlines()))
+    names = sorted(Path(r[0]).name for r in rows[1:])
+    assert names == ["\\xff\\xfe.png", "a.png", "line\\x0abreak.png"]
+    assert "wrote 3 predictions" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
+
+
+def test_an_output_that_cannot_be_written_keeps_its_old_content(artifact: Path, folder: Path, tmp_path: Path):
+    # A full disk, simulated by a file-size limit of 200 bytes (the CSV is about 400).
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG from write(), not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
+
+    out = tmp_path / "pred.csv"
+    out.write_text("old content\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "livt.predict.cli", "--model", str(artifact), str(folder), "--out", str(out),
+         "--quiet"],
+        capture_output=True, text=True, timeout=120, preexec_fn=limit_file_size,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert (
+        "cannot write" in done.stderr and "File too large" in done.stderr and "Traceback" not in done.stderr
+    )
+    assert out.read_text() == "old content\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pred.csv"]  # no temporary file left
+
+
+def test_entries_that_are_not_files_are_each_reported_with_the_reason(artifact: Path, tmp_path: Path, capsys):
+    import os
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "good.png").write_bytes(image_bytes((20, 20)))
+    os.mkfifo(photos / "pipe.png")
+    (photos / "dangling.png").symlink_to(photos / "missing.png")
+    (photos / "loop.png").symlink_to(photos / "loop.png")
+    fifo = tmp_path / "named.fifo"
+    os.mkfifo(fifo)
+    out = tmp_path / "pred.csv"
+    assert main(["--model", str(artifact), str(photos), str(fifo), "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    skipped = sorted(line for line in err if line.startswith("livt-predict: skipped"))
+    assert skipped == sorted(
+        [
+            f"livt-predict: skipped {photos / 'dangling.png'}: a symbolic link to a missing file",
+            f"livt-predict: skipped {photos / 'loop.png'}: a symbolic link loop",
+            f"livt-predict: skipped {photos / 'pipe.png'}: a FIFO, not a regular file",
+            f"livt-predict: skipped {fifo}: a FIFO, not a regular file",
+        ]
+    )
+    rows = list(csv.reader(out.read_text().splitlines()))
+    assert [Path(r[0]).name for r in rows[1:]] == ["good.png"]

@@ -143,12 +143,22 @@ def batch_one_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextmanager
-def running_server(app) -> Iterator[str]:
-    """Run ``app`` under a real uvicorn on a free 127.0.0.1 port in a thread; yield its base URL."""
+def running_server(app, settings=None) -> Iterator[str]:
+    """Run ``app`` under a real uvicorn on a free 127.0.0.1 port in a thread; yield its base URL.
+
+    With ``settings``, uvicorn is configured as ``livt-serve`` configures it (``uvicorn_config``).
+    """
     import uvicorn
 
+    from livt.serving.server import uvicorn_config
+
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    if settings is None:
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    else:
+        settings = settings.model_copy(update={"host": "127.0.0.1", "port": port, "log_level": "warning"})
+        config = uvicorn_config(app, settings)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -170,7 +180,7 @@ def serve(artifact: Path) -> Callable:
 
     def _serve(loaded=None, **overrides):
         settings = ServeSettings(**{"model": artifact, **overrides})
-        return running_server(create_app(settings, model=loaded))
+        return running_server(create_app(settings, model=loaded), settings)
 
     return _serve
 

@@ -260,3 +260,33 @@ def test_binds_to_loopback_by_default(server: str):
     port = int(server.rsplit(":", 1)[1])
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_api_key_is_compared_as_the_utf_8_bytes_clients_send(serve):
+    with serve(api_key="pässwörd") as url:
+        # curl, httpx and browsers send a header value's text as UTF-8.
+        assert _post(url, headers={"X-API-Key": "pässwörd".encode()}).status_code == 200
+        assert _post(url, headers={"Authorization": "Bearer pässwörd".encode()}).status_code == 200
+        assert _post(url, headers={"X-API-Key": "pässwörd".encode("latin-1")}).status_code == 401
+
+
+def test_cross_site_posts_are_refused_and_never_reach_the_prior_window(serve):
+    with serve(allowed_origins="https://app.example") as url:
+        port = url.rsplit(":", 1)[1]
+        for headers in (
+            {"Origin": "https://evil.example"},
+            {"Origin": "null"},
+            {"Sec-Fetch-Site": "cross-site"},
+        ):
+            res = _post(url, headers=headers)
+            assert res.status_code == 403 and "--allowed-origins" in res.json()["error"], headers
+        assert httpx.get(f"{url}/v1/prior").json()["seen"] == 0
+        # The demo page (its own origin), an allowed origin, and clients that are not browsers.
+        for headers in (
+            {"Origin": f"http://127.0.0.1:{port}", "Sec-Fetch-Site": "same-origin"},
+            {"Origin": "https://app.example"},
+            {},
+        ):
+            assert _post(url, headers=headers).status_code == 200, headers
+        # Reading is not state-changing (and a cross-site page cannot read the answer).
+        assert httpx.get(f"{url}/v1/model", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 200

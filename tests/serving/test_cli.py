@@ -35,6 +35,12 @@ def test_unloadable_models_exit_2(tmp_path: Path, artifact: Path, capsys, monkey
     _fails(capsys, ["--model", str(artifact), "--providers", "NopeExecutionProvider"], "not available")
     _fails(capsys, ["--model", str(artifact), "--max-batch", "0"], "--max-batch")
     _fails(capsys, ["--model", str(artifact), "--max-batch", "4", "--max-images", "5"], "--max-images")
+    monkeypatch.setenv("LIVT_API_KEY", "s3cret ")  # as `echo s3cret > key` and a careless copy leave it
+    _fails(
+        capsys,
+        ["--model", str(artifact)],
+        "LIVT_API_KEY: Value error, the API key starts or ends with whitespace",
+    )
 
 
 @pytest.mark.parametrize("flag", [[], ["--access-log"]])

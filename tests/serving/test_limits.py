@@ -114,3 +114,26 @@ def test_large_json_bodies_do_not_stall_the_event_loop(server: str, kind: str):
     assert stall < 0.5, (
         f"/v2/health/live took {stall:.2f} s while the server read a {len(body) >> 20} MB body"
     )
+
+
+def test_strip_images_cost_their_crop_not_their_resize(server: str, artifact):
+    """Issue 26: a 1 KB PNG of 1,000,000 x 1 pixels became 18,000,000 x 18 (here) before its crop;
+    32 of them in one form took 2.4 GB and made other uploads wait half a minute."""
+    import numpy as np
+
+    from livt import Predictor
+
+    buf = io.BytesIO()
+    Image.new("L", (1_000_000, 1), 200).save(buf, format="PNG", optimize=True)
+    strip = buf.getvalue()
+    assert len(strip) < 5000
+    res = httpx.post(f"{server}/v1/predict", content=strip, headers={"content-type": "image/png"})
+    assert res.status_code == 200, res.text
+    expected = Predictor(artifact).predict([strip], top_k=1)[0]
+    assert np.isclose(
+        res.json()["predictions"][0]["top_k"][0]["probability"], expected.probability, atol=1e-5
+    )
+    res = httpx.post(
+        f"{server}/v1/predict", files=[("files", (f"{i}.png", strip)) for i in range(32)], timeout=60
+    )
+    assert res.status_code == 200 and len(res.json()["predictions"]) == 32, res.text

@@ -71,3 +71,10 @@ def test_unknown_livt_variables_are_reported_but_service_links_are_not():
     env = {"LIVT_MAX_BATCHES": "8", "LIVT_MAX_BATCH": "8", "LIVT_SERVICE_HOST": "10.0.0.7",
            "LIVT_PORT_8000_TCP_ADDR": "10.0.0.7", "HOME": "/root"}  # fmt: skip
     assert unknown_environment(env) == ["LIVT_MAX_BATCHES"]
+
+
+def test_a_padded_api_key_is_refused_at_start(monkeypatch: pytest.MonkeyPatch):
+    with pytest.raises(ValidationError, match="starts or ends with whitespace"):
+        ServeSettings(model="m.onnx", api_key=" s3cret\n")
+    monkeypatch.setenv("LIVT_ALLOWED_ORIGINS", "https://App.example/, http://localhost:3000")
+    assert ServeSettings(model="m.onnx").allowed_origins == ["https://app.example", "http://localhost:3000"]

@@ -40,8 +40,9 @@ async def predict(request: Request, state: StateDep) -> Response:
     start = time.perf_counter()
     settings, model = state.settings, state.model
     deadline = start + settings.timeout_s
+    # The body first: a slow upload must not hold a place that forming batches wait for.
+    given = await read_predict_request(request, state.requests)
     with state.batcher.reserve() as reservation:
-        given = await read_predict_request(request, state.requests)
         options = given.options
         prior = state.resolve_prior(options.prior)
         batch = decode_inline(given.files, model.info.preprocess, settings)

@@ -120,6 +120,12 @@ def _input(shape, data=None, datatype="FP32", name="input") -> dict:
             "classification",
         ),
         ({"inputs": "nope"}, 400, "inputs"),
+        (
+            {"inputs": [_input([1, 3, 16, 16])], "outputs": [{"name": "logits"}, {"name": "logits"}]},
+            400,
+            "'logits' is requested more than once",
+        ),
+        ({"inputs": [_input([1, 3, 16, 16])], "outputs": [{"name": "logits"}] * 1000}, 400, "at most 2"),
     ],
 )
 def test_bad_infer_requests_are_400(server: str, body, status, needle):
