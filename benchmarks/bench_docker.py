@@ -38,6 +38,7 @@ from pathlib import Path
 
 from bench_serve import _reference as reference
 from bench_serve import http_level, request_bytes
+from host import host_info
 
 from livt.serving.process import ServerProcess, free_port, is_ready
 
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model.resolve()
     host_pythons = args.host_python or [Path(sys.executable)]
 
-    report: dict = {"image": args.image, "model": str(model), "cpus": os.cpu_count()}
+    report: dict = {"image": args.image, "model": str(model), "cpus": os.cpu_count(), "host": host_info()}
     if args.build:
         report["build"] = build_times(args.image, args.base)
     report["image_size_mb"] = int(docker("image", "inspect", "--format", "{{.Size}}", args.image)) / 1e6

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from bench_serve import _reference, http_level, request_bytes
+from host import host_info
 
 from livt.serving.process import ServerProcess
 
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "model": str(args.model),
         "cpus": os.cpu_count(),
+        "host": host_info(),
         "concurrency": args.concurrency,
         "requests_per_round": args.requests,
         "rounds": args.rounds,

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import cast
 
 import numpy as np
+from host import host_info
 from PIL import Image
 
 from livt.serving.artifact import ArtifactInfo, parse_metadata
@@ -422,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         "url": url,
         "server_args": args.server_arg,
         "cpus": os.cpu_count(),
+        "host": host_info(),
         "client": args.client,
         "image": image.describe(),
         "http": http,

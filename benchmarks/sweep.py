@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from host import host_info
 
 from livt.training.batchrun import BatchRunError, Command, cli_flags, run_batch
 from livt.training.config import (
@@ -189,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         run(grid, args.runs, runtime, args.jobs)
         rows = rank(grid, args.runs)
-        report: dict[str, Any] = {"grid": str(args.grid), "ranking": rows}
+        report: dict[str, Any] = {"grid": str(args.grid), "host": host_info(), "ranking": rows}
         if args.best_recipe is not None:
             variant, recipe = best_recipe(grid, rows)
             args.best_recipe.parent.mkdir(parents=True, exist_ok=True)
