@@ -31,6 +31,7 @@ from collections import Counter
 from pathlib import Path
 
 from adversarial_requests import DROPPED, SlowClients, bad_requests
+from harness.host import host_info
 from harness.load import CHECK_EVERY, Connection, event_loop, percentile, request_bytes
 from harness.reference import reference
 from harness.server import ServerProcess
@@ -285,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop()
     report = _report(args, tally, rss, start_mb, final_mb, hwm_mb, ready)
+    report["host"] = host_info()
     report["slow_clients"] = {"connections": args.slow_clients, "statuses": dict(slow_statuses)}
     print(json.dumps(report, indent=2, default=str))
     ok = not tally.good_failures and not report["bad_5xx"] and ready and report["p99_ratio"] <= 2.0

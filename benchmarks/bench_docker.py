@@ -37,6 +37,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+from harness.host import host_info
 from harness.load import http_level, request_bytes
 from harness.reference import BenchImage, reference
 from harness.server import ServerProcess, free_port, is_ready
@@ -232,7 +233,7 @@ def summarise(rounds: list[dict], sides: Sides, concurrency: list[int]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     model = args.model.resolve()
-    report: dict = {"image": args.image, "model": str(model), "cpus": os.cpu_count()}
+    report: dict = {"image": args.image, "model": str(model), "cpus": os.cpu_count(), "host": host_info()}
     if args.build:
         report["build"] = build_times(args.image, args.base)
     report["image_size_mb"] = int(docker("image", "inspect", "--format", "{{.Size}}", args.image)) / 1e6

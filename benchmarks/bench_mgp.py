@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from harness.host import host_info
 from torch.utils.flop_counter import FlopCounterMode
 
 from livt.models import MAEConfig, MaskedAutoencoder, ViTConfig
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         | {"mae_repo": str(args.mae_repo)},
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
+        "host": host_info(),
         "images_per_s": rates,
         "median_images_per_s": medians,
         "gflops_per_s": {s: medians[s] * flops[s] / args.batch_size / 1e9 for s in medians},

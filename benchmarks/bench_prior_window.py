@@ -18,6 +18,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from harness.host import host_info
 from harness.load import http_level, request_bytes
 from harness.reference import reference
 from harness.server import ServerProcess
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "model": str(args.model),
         "cpus": os.cpu_count(),
+        "host": host_info(),
         "concurrency": args.concurrency,
         "requests_per_round": args.requests,
         "rounds": args.rounds,

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from harness.host import host_info
 from harness.load import http_level, request_bytes
 from harness.reference import reference
 from harness.server import ServerProcess
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "url": url,
         "server_args": args.server_arg,
         "cpus": os.cpu_count(),
+        "host": host_info(),
         "client": args.client,
         "image": image.describe(),
         "http": http,

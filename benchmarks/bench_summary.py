@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from harness.host import host_info
+
 HERE = Path(__file__).resolve().parent
 # name: bench_train arguments (32 px, patch 4, the MGP decoder 128 x 2 unless said).
 WIDTHS = {
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
 
     batches = ["1", "8", "32", "64"]
     results: dict[str, Any] = {
-        "infer": bench("bench_infer.py", "--run", str(args.run), "--batch-sizes", *batches)
+        "host": host_info(),
+        "infer": bench("bench_infer.py", "--run", str(args.run), "--batch-sizes", *batches),
     }
     concurrency = [str(c) for c in args.concurrency]
     serve_args = [

@@ -15,6 +15,7 @@ import json
 import time
 
 import torch
+from harness.host import host_info
 from torch.utils.flop_counter import FlopCounterMode
 
 from livt.models import MAEConfig, MaskedAutoencoder, ViTConfig, create_classifier
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     peak = args.peak_tflops or _known_peak(device)
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "host": host_info(),
         "precision": "bf16" if dtype is not None else "fp32",
         "batch_size": args.batch_size,
         "model": vit.to_dict(),

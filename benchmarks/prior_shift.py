@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from harness.host import host_info
 from harness.report import write_json
 
 from livt.export.calibration import CALIBRATORS, select_calibration
@@ -100,6 +101,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     calibrators = choice.candidates
     report: dict[str, Any] = {
         "run": str(args.run),
+        "host": host_info(),
         "val_images": len(y_val),
         "test_images": len(y_test),
         "calibration": {

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 from harness.batchrun import BatchRunError, Command, cli_flags, run_batch
+from harness.host import host_info
 from harness.report import write_json
 from harness.runs import check_reusable, run_state
 
@@ -191,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         run(grid, args.runs, runtime, args.jobs)
         rows = rank(grid, args.runs)
-        report: dict[str, Any] = {"grid": str(args.grid), "ranking": rows}
+        report: dict[str, Any] = {"grid": str(args.grid), "host": host_info(), "ranking": rows}
         if args.best_recipe is not None:
             variant, recipe = best_recipe(grid, rows)
             args.best_recipe.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from livt.prior import DEFAULT_RULE, PRIOR_RULES
 FORMATS = ("onnx", "tensorrt", "triton")
 CALIBRATION_CHOICES = ("auto", "none", "temperature", "bcts", "vector")
 INT8_MODE_CHOICES = ("dynamic", "static")
-TRITON_PLATFORMS = ("onnxruntime_onnx", "tensorrt_plan")
+TRITON_PLATFORMS = ("onnxruntime_onnx", "tensorrt_plan", "openvino")
 MIN_OPSET = 17  # first opset with LayerNormalization
 
 

@@ -1,8 +1,10 @@
-"""The Triton repository entry, checked field by field from a parsed ``config.pbtxt``."""
+"""The Triton repository entry, checked field by field from a parsed ``config.pbtxt``; the OpenVINO
+backend's entry loaded by OpenVINO itself and compared with ONNX Runtime on the ONNX entry."""
 
 import json
 import re
 
+import numpy as np
 import pytest
 
 from livt.export.cli import main
@@ -42,7 +44,12 @@ def parse_pbtxt(text: str) -> dict:
             pos += 1
             if tokens[pos][1] == ":":
                 pos += 1
-            fields[key] = value()
+            item = value()
+            if key in fields:  # a repeated field written as repeated entries (parameters, a map)
+                previous = fields[key]
+                fields[key] = [*previous, item] if isinstance(previous, list) else [previous, item]
+            else:
+                fields[key] = item
         pos += 1
         return fields
 
@@ -101,3 +108,74 @@ def test_reexport_replaces_the_model_folder(run_dir, repository):
 def test_out_with_a_suffix_is_refused(run_dir, tmp_path, capsys):
     assert main(["--run", str(run_dir), "--format", "triton", "--out", str(tmp_path / "m.onnx")]) == 2
     assert "model repository folder" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def twin_repositories(run_dir, tmp_path_factory):
+    """The same export for both CPU backends: ``(openvino repository, onnxruntime repository)``
+    (``repository`` above is replaced by a test, so the OpenVINO entry has a twin of its own)."""
+    outs = []
+    for platform in ("openvino", "onnxruntime_onnx"):
+        out = tmp_path_factory.mktemp(f"triton-{platform}") / "models"
+        args = ["--run", str(run_dir), "--format", "triton", "--out", str(out), "--triton-name", "fmnist",
+                "--triton-platform", platform, "--triton-max-batch", "16", "--prior", "train",
+                "--eval-split", "none"]  # fmt: skip
+        assert main(args) == 0
+        outs.append(out)
+    return tuple(outs)
+
+
+def test_openvino_layout_and_config(twin_repositories):
+    openvino_repository, repository = twin_repositories
+    model = openvino_repository / "fmnist"
+    assert sorted(p.relative_to(model).as_posix() for p in model.rglob("*") if p.is_file()) == [
+        "1/model.bin",
+        "1/model.xml",
+        "config.pbtxt",
+        "export_report.json",
+        "labels.txt",
+    ]
+    assert (model / "labels.txt").read_text() == (repository / "fmnist" / "labels.txt").read_text()
+    config = parse_pbtxt((model / "config.pbtxt").read_text())
+    onnx_config = parse_pbtxt((repository / "fmnist" / "config.pbtxt").read_text())
+    # A backend, not a platform: Triton's OpenVINO backend reads 1/model.xml by default.
+    assert (
+        config["backend"] == "openvino"
+        and "platform" not in config
+        and "default_model_filename" not in config
+    )
+    for field in ("name", "max_batch_size", "input", "output", "dynamic_batching", "instance_group"):
+        assert config[field] == onnx_config[field], field
+    parameters = {p["key"]: p["value"]["string_value"] for p in config["parameters"]}
+    assert parameters.keys() == {"livt", "NUM_STREAMS", "PERFORMANCE_HINT"}
+    assert parameters["NUM_STREAMS"] == "1" and parameters["PERFORMANCE_HINT"] == "LATENCY"
+    assert json.loads(parameters["livt"]) == read_onnx_metadata(repository / "fmnist" / "1" / "model.onnx")
+
+
+def test_openvino_loads_the_ir_and_matches_onnx_runtime(twin_repositories):
+    openvino_repository, repository = twin_repositories
+    import onnxruntime as ort
+    import openvino as ov
+
+    core = ov.Core()
+    ir = core.read_model(str(openvino_repository / "fmnist" / "1" / "model.xml"))
+    metadata = read_onnx_metadata(repository / "fmnist" / "1" / "model.onnx")
+    assert json.loads(ir.get_rt_info("livt").astype(str)) == metadata
+    # f32 weights as in the ONNX (save_model's default would have halved them to fp16).
+    assert not [
+        op
+        for op in ir.get_ops()
+        if op.get_type_name() == "Constant" and op.get_output_element_type(0) == ov.Type.f16
+    ]
+    assert ir.input(0).get_partial_shape()[0].is_dynamic  # Triton's dynamic batching sends any batch size
+    compiled = core.compile_model(ir, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    session = ort.InferenceSession(
+        str(repository / "fmnist" / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    rng = np.random.default_rng(0)
+    for batch in (1, 5, 16):
+        x = rng.standard_normal((batch, *metadata["input"]["shape"][1:]), dtype=np.float32)
+        result = compiled(x)
+        logits, probabilities = session.run(["logits", "probabilities"], {"input": x})
+        np.testing.assert_allclose(result["logits"], logits, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(result["probabilities"], probabilities, rtol=0, atol=1e-5)
