@@ -162,7 +162,10 @@ class LongTailLoss(nn.Module):
         return repr(classes[c]) if classes is not None else f"class {c}"
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, smoothing={self.smoothing}, tau={self.tau}"
+        return (
+            f"num_classes={self.num_classes}, smoothing={self.smoothing}, "
+            f"smoothing_toward={self.smoothing_toward}, tau={self.tau}"
+        )
 
 
 class BinaryCrossEntropy(LongTailLoss):
