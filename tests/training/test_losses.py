@@ -346,7 +346,7 @@ def _numeric_optimum(loss, label: int) -> torch.Tensor:
     """The balanced logits that minimise the loss on one image of class ``label`` (L-BFGS, float64)."""
     loss = loss.double()
     z = torch.zeros(1, loss.num_classes, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([z], lr=1, max_iter=500, tolerance_grad=1e-12, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS([z], lr=1, max_iter=200, tolerance_grad=1e-9, line_search_fn="strong_wolfe")
     target = torch.tensor([label])
 
     def closure():
@@ -365,10 +365,11 @@ def test_smoothing_toward_the_prior_keeps_every_class_first_on_its_own_images(na
     default = build_loss(name, counts, **options)
     assert paper.smoothing_conflict() is not None and default.smoothing_conflict() is None
     # Minimised over the logits, the paper's smoothing puts the rarest class first on a head image;
-    # the default puts every class first on its own images, where the closed form says.
+    # the default puts each class first on its own images, where the closed form says (which the
+    # test below checks for every class).
     assert int(_numeric_optimum(paper, 0).argmax()) == len(counts) - 1
     closed = default.balanced_optimum()
-    for label in range(len(counts)):
+    for label in (0, len(counts) // 2, len(counts) - 1):  # the head, a middle class, the rarest
         z = _numeric_optimum(default, label)
         assert int(z.argmax()) == label
         runner_up = z[torch.arange(len(counts)) != label].max()
