@@ -70,9 +70,10 @@ def section(
         "fine-tunes from the setting's MGP run with the same seed; the best epoch and the calibrator are chosen "
         "on val, the test split is read once. Calibrated: the vector scaling (or the method `livt-export` "
         "selects) fitted on val, what the export serves. The recipe smooths toward the loss's prior "
-        "(`--smoothing-toward prior`, derived in `livt/training/losses.py`); the last column says whether "
-        "that smoothing and the paper's (toward uniform) cross for the setting's counts, i.e. whether "
-        "`livt-train finetune` warns.",
+        "(`--smoothing-toward prior`, derived in `livt/training/losses.py`). The last column: at the loss's "
+        "optimum, how far (in logits) each class stays above every other on its own images, the worst class, "
+        "for the recipe's smoothing and for the paper's (toward uniform) at the setting's counts; negative "
+        "is a crossing, where `livt-train finetune` warns.",
         "",
         "| setting | cell | n | val balanced | test balanced | Many | Few | tail-3 | calibrated balanced | "
         "calibrated tail-3 | ECE -> calibrated |",
@@ -93,7 +94,7 @@ def section(
         "and where the default recipe stands against the best of the six cell readings:",
         "",
         "| setting | default - CE, raw | calibrated | default - Bal-CE, raw | calibrated | best cell | "
-        f"default calibrated within {WITHIN} of it | smoothing crossing: default / paper's |",
+        f"default calibrated within {WITHIN} of it | own-class margin at the optimum: default / paper's |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for setting, by_cell in cells.items():
@@ -141,9 +142,11 @@ def write(study: Study, path: Path, *, command: str) -> dict[str, Any]:
 
 
 def _crossings(study: Study, setting: str, results: list[dict[str, Any]]) -> str:
-    """Whether the recipe's smoothing crosses for the setting's counts (the finetune warning), and the paper's.
+    """The worst own-class margin of the recipe's balanced optimum, and the paper's smoothing's.
 
-    The counts are those of any finished run of the setting (every cell trains on the same images).
+    ``min_y (z_y - max_{c != y} z_c)`` at the loss's optimum on class ``y``'s images, in logits:
+    negative where a class passes another on its own images (``livt-train finetune`` warns). The
+    counts are those of any finished run of the setting (every cell trains on the same images).
     """
     if not results:
         return "-"
@@ -155,7 +158,13 @@ def _crossings(study: Study, setting: str, results: list[dict[str, Any]]) -> str
     found = []
     for toward in (cfg.smoothing_toward, "uniform"):
         loss = build_loss(cfg.loss, counts, smoothing=cfg.smoothing, tau=cfg.tau, smoothing_toward=toward)
-        found.append("crosses" if loss.smoothing_conflict() else "none")
+        z = loss.balanced_optimum()
+        if z is None:
+            found.append("-")
+            continue
+        lead = z - z.diagonal()[:, None]
+        lead.fill_diagonal_(-float("inf"))
+        found.append(f"{-float(lead.max()):+.2f}")
     return " / ".join(found)
 
 

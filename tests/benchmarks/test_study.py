@@ -267,7 +267,8 @@ def test_the_robustness_grid_shares_the_mgp_and_ce_runs_and_reports_raw_and_cali
     paired_row = next(
         line for line in text.splitlines() if line.startswith("| if100-step | ") and "(p " in line
     )
-    assert paired_row.rstrip().endswith("| none / none |")  # the tiny recipe's counts cross with neither
+    default, paper = (float(m) for m in paired_row.rstrip(" |").rsplit("|", 1)[1].split(" / "))
+    assert default > 0 and paper > 0  # the tiny recipe's counts (IF 10) cross with neither smoothing
     figure = finished / "docs" / "figures" / study_robust.FIGURE
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"](figures/{study_robust.FIGURE})" in text
     # The claims report, written again, keeps the robustness section.
