@@ -15,7 +15,13 @@ copy of each finished run (config, metrics, history, analysis: no weights), whic
 on a later invocation, so the grid can be run across machines and sessions and reported from
 what is there (``--report-only``). The report is ``benchmarks/study_report.py``.
 
+``--robust`` runs the robustness grid instead (``benchmarks/study_robust.py``): the default recipe
+(Bal-BCE, smoothing toward the prior) against MGP + CE and MGP + Bal-CE at IF 10, 50, 100 and 1000
+(exponential profile) and IF 100 (step profile), sharing the MGP runs and the CE runs with the claims
+cells, raw and calibrated; its section of the report is kept when the claims are reported again.
+
     python benchmarks/study.py                                  # the whole grid (hours on 2 cores)
+    python benchmarks/study.py --robust --settings if1000 if100 if10 if50 if100-step
     python benchmarks/study.py --dry-run                        # the plan
     python benchmarks/study.py --report-only                    # docs/study.md from what has run
     python benchmarks/study.py --settings if100 --seeds 0 --cells mgp/bal-bce mgp/ce
@@ -32,7 +38,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from study_grid import CELLS, FT_EPOCHS, HEADLINE_TAU, ROOT, SETTINGS, TAUS, Study, StudyError
+from study_grid import (
+    CELLS,
+    CLAIM_SETTINGS,
+    FT_EPOCHS,
+    HEADLINE_TAU,
+    ROBUST_SETTINGS,
+    ROOT,
+    SETTINGS,
+    TAUS,
+    Study,
+    StudyError,
+)
 
 from livt.training.checkpoint import CheckpointError
 from livt.training.config import PRECISIONS, ConfigError
@@ -64,7 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--summary", type=Path, default=ROOT / "docs" / "results.md",
         help="a page beside the report whose study-claims block gets the claims table ('none': no page)",
     )  # fmt: skip
-    p.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    p.add_argument("--settings", nargs="+", choices=list(SETTINGS),
+                   help=f"settings to run, in order (default: {' '.join(CLAIM_SETTINGS)}; with --robust: "
+                        f"{' '.join(ROBUST_SETTINGS)})")  # fmt: skip
+    p.add_argument("--robust", action="store_true",
+                   help="the robustness grid (default recipe, MGP + CE, MGP + Bal-CE) instead of the claims cells")  # fmt: skip
     p.add_argument("--recipe", action="append", default=[], metavar="SETTING=RECIPE",
                    help="another recipe for a setting (repeatable), e.g. if100=tiny.yaml")  # fmt: skip
     p.add_argument("--cells", nargs="+", choices=CELLS, default=list(CELLS), metavar="CELL",
@@ -110,8 +131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         recipes[setting] = recipe
     archive = None if str(args.archive).lower() == "none" else args.archive
+    settings = args.settings or list(ROBUST_SETTINGS if args.robust else CLAIM_SETTINGS)
+    if len(set(settings)) != len(settings):
+        parser.error(f"--settings has duplicates: {settings}")
     study = Study(
-        runs=args.runs, archive=archive, settings=tuple(args.settings), cells=tuple(args.cells),
+        runs=args.runs, archive=archive, settings=tuple(settings), cells=tuple(args.cells), robust=args.robust,
         seeds=tuple(args.seeds), taus=tuple(args.taus), ft_epochs=args.ft_epochs, mgp_epochs=args.mgp_epochs,
         jobs=args.jobs, dry_run=args.dry_run, report_only=args.report_only, recipes=recipes,
         runtime={k: getattr(args, k) for k in ("device", "precision", "workers") if getattr(args, k) is not None},
@@ -121,6 +145,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         study.execute()
         if args.dry_run:
+            return 0
+        if args.robust:
+            import study_robust
+
+            summary = study_robust.write(study, args.results, command=command)
+            print(json.dumps({"results": str(args.results), **summary}, indent=2))
             return 0
         from study_report import write_report
 

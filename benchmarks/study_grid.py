@@ -24,8 +24,31 @@ from livt.training import cli
 from livt.training.config import ConfigError
 from livt.training.rundir import read_history
 
-SETTINGS = {"if100": "fashion-mnist-lt", "if1000": "fashion-mnist-lt-if1000"}
+# Setting -> recipe, and the data options that cut the recipe's data set at the setting's imbalance.
+SETTINGS = {
+    "if100": "fashion-mnist-lt",
+    "if1000": "fashion-mnist-lt-if1000",
+    "if10": "fashion-mnist-lt",
+    "if50": "fashion-mnist-lt",
+    "if100-step": "fashion-mnist-lt",
+}
+SETTING_DATA: dict[str, dict[str, Any]] = {
+    "if10": {"imbalance_factor": 10.0},
+    "if50": {"imbalance_factor": 50.0},
+    "if100-step": {"profile": "step"},
+}
+CLAIM_SETTINGS = ("if100", "if1000")  # the paper's claims, at a medium and a high imbalance
+ROBUST_SETTINGS = ("if10", "if50", "if100", "if1000", "if100-step")
 CELLS = ("mgp/ce", "mgp/bce", "mgp/bal-ce", "mgp/bal-bce", "scratch/ce", "scratch/bal-bce")
+# The claims cells smooth toward uniform, as the paper does and as they were run. The robustness grid
+# (--robust): the default recipe (MGP + Bal-BCE, smoothing toward the prior) against MGP + CE and MGP
+# + Bal-CE under the same recipe, cell -> (loss, smoothing_toward). CE adds no prior, so both of its
+# smoothings are one loss: "uniform" keeps the claims cells' CE runs reusable.
+ROBUST_CELLS = {
+    "default": ("bal-bce", "prior"),
+    "mgp/ce": ("ce", "uniform"),
+    "mgp/bal-ce": ("bal-ce", "prior"),
+}
 SWEPT = "mgp/bal-bce"
 TAUS = (0.5, 1.0, 1.5, 2.0)
 HEADLINE_TAU = 1.0  # the recipe's tau: the cell the other cells and the post-hoc adjustment compare with
@@ -54,6 +77,7 @@ class Run:
     loss: str
     seed: int
     tau: float | None = None
+    smoothing: str = "uniform"  # what label smoothing goes toward (--smoothing-toward)
 
     @property
     def cell(self) -> str:
@@ -62,7 +86,14 @@ class Run:
     @property
     def name(self) -> str:
         tau = "" if self.tau is None else f"-tau{self.tau:g}"
-        return f"{self.init}-{self.loss}{tau}-s{self.seed}"
+        toward = "" if self.smoothing == "uniform" else f"-{self.smoothing}"
+        return f"{self.init}-{self.loss}{tau}{toward}-s{self.seed}"
+
+
+def robust_run(setting: str, cell: str, seed: int) -> Run:
+    """The run of a robustness-grid cell (``ROBUST_CELLS``); every cell starts from the MGP run."""
+    loss, smoothing = ROBUST_CELLS[cell]
+    return Run(setting, "mgp", loss, seed, smoothing=smoothing)
 
 
 @dataclass
@@ -79,6 +110,7 @@ class Study:
     runtime: dict[str, Any] = field(default_factory=dict)  # --device/--precision/--workers of every run
     dry_run: bool = False
     report_only: bool = False
+    robust: bool = False  # the robustness grid (ROBUST_CELLS) instead of the claims cells
     recipes: dict[str, str] = field(default_factory=lambda: dict(SETTINGS))
     commands: list[str] = field(default_factory=list)
 
@@ -99,6 +131,8 @@ class Study:
 
     def grid(self, seed: int, tau_star: dict[str, float | None]) -> list[Run]:
         """The fine-tuning runs of one seed: every cell, the tau sweep on the first seed, the best tau after."""
+        if self.robust:
+            return [robust_run(setting, cell, seed) for setting in self.settings for cell in ROBUST_CELLS]
         runs = []
         for setting in self.settings:
             for cell in self.cells:
@@ -119,7 +153,7 @@ class Study:
             if not self.dry_run:
                 for run in runs:
                     self.analyse(run)
-            if seed == self.seeds[0]:
+            if seed == self.seeds[0] and not self.robust:
                 tau_star = {s: choose_tau(self, s, seed) for s in self.settings}
 
     def _train(self, seed: int, runs: list[Run]) -> None:
@@ -132,7 +166,9 @@ class Study:
                 "loss": run.loss,
                 "seed": run.seed,
                 "tau": run.tau,
+                "smoothing_toward": run.smoothing,
                 "epochs": self.ft_epochs,
+                "dataset_options": SETTING_DATA.get(run.setting),
             }
             if run.init == "mgp":
                 overrides["init"] = str(self.mgp_dir(run.setting, run.seed))
@@ -148,7 +184,9 @@ class Study:
         pretrain = []
         for mgp in sorted({self.mgp_dir(r.setting, r.seed) for r in runs if r.init == "mgp"}):
             setting = mgp.parent.name
-            overrides = {"out": str(mgp), "seed": seed, "epochs": self.mgp_epochs}
+            overrides = {
+                "out": str(mgp), "seed": seed, "epochs": self.mgp_epochs, "dataset_options": SETTING_DATA.get(setting)
+            }  # fmt: skip
             if mgp not in needed:  # still a command the reported runs rest on, once it has run
                 if run_state("pretrain", mgp) == "done" or self.archived(setting, mgp.name) is not None:
                     self._record(self._argv("pretrain", setting, self._with_runtime(overrides)))
@@ -216,8 +254,17 @@ class Study:
         return {k: v for k, v in {**overrides, **self.runtime}.items() if v is not None}
 
     def _argv(self, stage: str, setting: str, overrides: dict[str, Any]) -> list[str]:
-        """``livt-train``'s arguments for a run of ``setting``: the recipe, then the overrides as flags."""
-        return [stage, "--recipe", self.recipes[setting], *cli_flags(overrides)]
+        """``livt-train``'s arguments for a run of ``setting``: the recipe, then the overrides as flags.
+
+        The data options are the flags of the same names (``--imbalance-factor``, ``--profile``).
+        """
+        flags = {k: v for k, v in overrides.items() if k != "dataset_options"}
+        return [
+            stage,
+            "--recipe",
+            self.recipes[setting],
+            *cli_flags({**flags, **overrides.get("dataset_options", {})}),
+        ]
 
     def _record(self, argv: list[str]) -> None:
         command = f"livt-train {shlex.join(argv)}"

@@ -20,6 +20,8 @@ import numpy as np
 from study_grid import CELLS, HEADLINE_TAU, SWEPT, Run, Study, StudyError, choose_tau
 
 VERDICT_START, VERDICT_END = "<!-- verdict:start -->", "<!-- verdict:end -->"
+# The robustness grid's section (study_robust), written by ``study.py --robust`` and kept here.
+ROBUST_START, ROBUST_END = "<!-- robust:start -->", "<!-- robust:end -->"
 # The claims table, copied into a page kept by hand (docs/results.md) between these markers.
 CLAIMS_START, CLAIMS_END = "<!-- study-claims:start -->", "<!-- study-claims:end -->"
 GROUPS = ("balanced_acc", "many", "medium", "few", "tail3")
@@ -148,6 +150,7 @@ def write_report(
     claims = _claims_table(cells)
     lines += ["## Claims", "", *claims, "", "## Verdict", "", _previous_verdict(path), "",
               "## Commands", "", "```bash", command, "# which ran (or reused) these, in order:", *study.commands, "```", ""]  # fmt: skip
+    lines += [_kept_block(path, ROBUST_START, ROBUST_END), ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines), encoding="utf-8")
     if summary_path is not None:
@@ -396,9 +399,15 @@ def _machine() -> str:
 
 def _previous_verdict(path: Path) -> str:
     """The lead's verdict kept from the existing report across regenerations, or a placeholder."""
+    placeholder = "_To be written from the numbers above (kept when the study is re-run)._"
+    return _kept_block(path, VERDICT_START, VERDICT_END) or f"{VERDICT_START}\n{placeholder}\n{VERDICT_END}"
+
+
+def _kept_block(path: Path, start_marker: str, end_marker: str) -> str:
+    """The block between two markers of the existing report, markers included ("" where there is none)."""
     if path.is_file():
         text = path.read_text(encoding="utf-8")
-        start, end = text.find(VERDICT_START), text.find(VERDICT_END)
+        start, end = text.find(start_marker), text.find(end_marker)
         if 0 <= start < end:
-            return text[start : end + len(VERDICT_END)]
-    return f"{VERDICT_START}\n_To be written from the numbers above (kept when the study is re-run)._\n{VERDICT_END}"
+            return text[start : end + len(end_marker)]
+    return ""

@@ -27,6 +27,9 @@ from pathlib import Path
 import numpy as np
 
 BCE_FAMILY = frozenset({"bce", "bal-bce"})
+# What a balanced loss's label smoothing mixes into the target: its prior (livt.training.losses
+# derives why) or the paper's 1 / C. Here, torch-free, for the configs.
+SMOOTHING_TOWARD = ("prior", "uniform")
 PRIOR_RULES = ("bayes", "loss")
 DEFAULT_RULE = "bayes"
 

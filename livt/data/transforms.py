@@ -104,18 +104,17 @@ def eval_preprocess_config(
     }
 
 
-def build_mixup(num_classes: int, mixup: float, cutmix: float, smoothing: float) -> Mixup | None:
-    """timm ``Mixup`` (mixup / cutmix alphas, label smoothing) or None when both alphas are 0.
+def build_mixup(num_classes: int, mixup: float, cutmix: float) -> Mixup | None:
+    """timm ``Mixup`` (mixup / cutmix alphas) or None when both alphas are 0.
 
-    With None the loss applies label smoothing itself. timm's Mixup needs an even batch size.
+    Its targets are unsmoothed: the loss smooths every target itself, toward its own prior
+    (``livt.training.losses``), which timm's uniform smoothing cannot. It needs an even batch size.
     """
     if mixup < 0 or cutmix < 0:
         raise ValueError(f"mixup and cutmix alphas must be >= 0, got {mixup} and {cutmix}")
-    if not 0 <= smoothing < 1:
-        raise ValueError(f"label smoothing must be in [0, 1), got {smoothing}")
     if mixup == 0 and cutmix == 0:
         return None
-    return Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=smoothing, num_classes=num_classes)
+    return Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=0.0, num_classes=num_classes)
 
 
 def _with_defaults(defaults: dict[str, Any], aug: dict[str, Any], stage: str) -> dict[str, Any]:

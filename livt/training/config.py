@@ -31,6 +31,7 @@ import yaml
 from livt.flags import check_choices, plain_values
 from livt.images import INTERPOLATIONS
 from livt.metrics import FEW_THRESHOLD, MANY_THRESHOLD
+from livt.prior import SMOOTHING_TOWARD
 
 _logger = logging.getLogger(__name__)
 
@@ -212,6 +213,12 @@ class FinetuneConfig(TrainConfig):
     mixup: float = _opt(0.8, "mixup alpha (0 = off)")
     cutmix: float = _opt(1.0, "cutmix alpha (0 = off)")
     smoothing: float = _opt(0.1, "label smoothing")
+    smoothing_toward: str = _opt(
+        "prior",
+        "what a balanced loss smooths toward: its prior (every class stays first on its own images at "
+        "any imbalance) or uniform (the paper's, which crosses at high imbalance)",
+        choices=SMOOTHING_TOWARD,
+    )
     ema_decay: float = _opt(
         0.0,
         "keep an EMA of the weights with this decay (timm ModelEmaV3, warmed up); val, the best "
@@ -381,6 +388,8 @@ def load_run_config(run_dir: Path | str) -> TrainConfig:
     stage = data.get("stage")
     if stage not in STAGE_CONFIGS:
         raise ConfigError(f"{path} has no valid 'stage' key (got {stage!r})")
+    if stage == "finetune":  # written before the option: those runs smoothed toward uniform
+        data.setdefault("smoothing_toward", "uniform")
     return STAGE_CONFIGS[stage].from_dict(data)
 
 

@@ -82,7 +82,7 @@ def _finetune(
     model.to(env.device)
 
     # loss and mixup
-    mixup = build_mixup(num_classes, cfg.mixup, cfg.cutmix, cfg.smoothing)
+    mixup = build_mixup(num_classes, cfg.mixup, cfg.cutmix)  # the loss smooths, mixed targets too
     criterion = _build_criterion(cfg, train_set.class_counts, train_set.classes).to(env.device)
     opt = stage.build_optimisation(
         cfg, model, train_set, env, layer_decay=cfg.layer_decay, even_batch=mixup is not None
@@ -202,7 +202,8 @@ def _build_criterion(cfg: FinetuneConfig, class_counts: list[int], classes: list
     """The loss with the config's smoothing and tau where the loss takes them, then ``loss_options``."""
     try:
         accepted = loss_defaults(cfg.loss)
-        options = {k: v for k, v in {"smoothing": cfg.smoothing, "tau": cfg.tau}.items() if k in accepted}
+        given = {"smoothing": cfg.smoothing, "tau": cfg.tau, "smoothing_toward": cfg.smoothing_toward}
+        options = {k: v for k, v in given.items() if k in accepted}
         criterion = build_loss(cfg.loss, class_counts, **{**options, **cfg.loss_options})
     except ValueError as exc:
         raise ConfigError(f"loss: {exc}") from exc

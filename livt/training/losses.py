@@ -3,14 +3,38 @@
 Every loss is an ``nn.Module`` whose class statistics (counts, logit bias, class weights, margins)
 are registered buffers, so they follow the module to the training device. ``loss(logits, target)``
 takes raw logits ``(N, C)`` and either class indices ``(N,)`` or a soft target ``(N, C)`` such as
-timm's ``Mixup`` produces. Index targets are turned into the same soft distribution with label
-smoothing (``1 - smoothing + smoothing / C`` on, ``smoothing / C`` off), so a one-hot soft target
-and the matching index target give the same loss.
+timm's ``Mixup`` produces (unsmoothed: the loss smooths every target itself). A target ``t`` (one-hot
+for an index) is smoothed to ``(1 - s) t + s q``, so a one-hot soft target and the matching index
+target give the same loss.
 
 The balanced losses (``bal-bce``, ``bal-ce``) add the training prior to the logits only inside the
 loss: the model's raw logits are the balanced predictions. ``logit_bias`` is exactly
 ``livt.prior.prior_offset(pi_train, name, tau, rule="loss")``, the offset export folds in for
 ``prior="train"`` under ``--prior-rule loss`` (the default rule, Bayes', folds ``log pi`` instead).
+
+Label smoothing toward the prior
+--------------------------------
+The paper smooths toward the uniform ``q = 1 / C``; ``smoothing_toward="prior"`` (the default)
+smooths toward ``q = softmax(b)``, the prior the loss adds (``b_c = tau log pi_c`` for the softmax,
+``tau log(pi_c / (1 - pi_c))`` for sigmoids). Why: a smoothed target has a finite optimum, and the
+loss sees ``z + b``, so it is least where ``z + b`` reproduces ``t``: ``z_c = logit(t_c) - b_c`` for
+sigmoids, ``z_c = log t_c - b_c + const`` for the softmax. On an image of class ``y`` every other
+class ``c`` gets ``t_c = s q_c``:
+
+- uniform ``q``: ``z_c = logit(s / C) - b_c``, the higher the rarer ``c``; class ``c`` passes ``y``
+  on ``y``'s own images once ``b_y - b_c`` exceeds ``logit(on) - logit(off)`` (sigmoids) or
+  ``log(on / off)`` (softmax), ``on = 1 - s + s / C``, ``off = s / C``. At ten classes and
+  ``s = 0.1``: Bal-CE from IF 91, Bal-BCE between IF 100 and 1000 (tau 1), at IF 100 from tau 1.37.
+- ``q = softmax(b)``: ``log(s q_c) - b_c = log(s / Z)`` (``Z = sum_c exp(b_c)``) is the same for
+  every class, so the prior cancels. Softmax: ``z_c - z_y = log(s q_y / (1 - s + s q_y)) <= log s``
+  for every ``c != y``. Sigmoids, with ``o_c = s q_c``: ``z_y - z_c = logit(1 - s + o_y) - logit(o_y)
+  - log(1 - o_y) + log(1 - o_c) >= 2 logit(1 - s) + log(1 - s)`` (4.3 at ``s = 0.1``), positive for
+  ``s < 0.46``. Either way every class is first on its own images at any counts and tau.
+
+The smoothed mass stays ``s``, and ``q`` is uniform at equal counts or without a prior (``tau = 0``,
+CE, BCE, LDAM): there it is the paper's smoothing. Only the off targets move (the rare classes' go to
+almost 0, the head's up), so the positive target, the gradient a rare image gets, stays ``>= 1 - s``.
+``smoothing_conflict`` solves the optimum for the targets in use and names a crossing where one is.
 """
 
 from __future__ import annotations
@@ -23,8 +47,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from livt.prior import SMOOTHING_TOWARD
+
 __all__ = [
     "LOSSES",
+    "SMOOTHING_TOWARD",
     "BinaryCrossEntropy",
     "CrossEntropy",
     "LDAMLoss",
@@ -39,19 +66,36 @@ class LongTailLoss(nn.Module):
     """Base class: validated class counts, target handling and the per-epoch hook.
 
     Subclasses set ``tau``, the logit-adjustment strength recorded in checkpoint metadata (0 for a
-    loss that adds no prior to the logits).
+    loss that adds no prior to the logits), and register that prior with ``_set_logit_bias``.
+    ``smoothing_distribution`` is the ``q`` targets are smoothed toward.
     """
 
     tau: float = 0.0
 
-    def __init__(self, class_counts: Sequence[int] | Tensor, smoothing: float = 0.0) -> None:
+    def __init__(
+        self, class_counts: Sequence[int] | Tensor, smoothing: float = 0.0, smoothing_toward: str = "prior"
+    ) -> None:
         super().__init__()
         counts = _validate_counts(class_counts)
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+        if smoothing_toward not in SMOOTHING_TOWARD:
+            raise ValueError(
+                f"smoothing_toward must be one of {list(SMOOTHING_TOWARD)}, got {smoothing_toward!r}"
+            )
         self.num_classes = counts.numel()
         self.smoothing = float(smoothing)
+        self.smoothing_toward = smoothing_toward
         self.register_buffer("class_counts", counts)
+        self.register_buffer(
+            "smoothing_distribution", torch.full((self.num_classes,), 1.0 / self.num_classes)
+        )
+
+    def _set_logit_bias(self, bias: Tensor) -> None:
+        """Register the prior the loss adds to the logits, and smooth toward it where asked."""
+        self.register_buffer("logit_bias", bias.float())
+        if self.smoothing_toward == "prior":
+            self.register_buffer("smoothing_distribution", bias.double().softmax(0).float())
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the engine at the start of every epoch; a no-op unless the loss has a schedule."""
@@ -65,29 +109,50 @@ class LongTailLoss(nn.Module):
                 raise ValueError(
                     f"target has {target.shape[0]} labels for a batch of {logits.shape[0]} logits"
                 )
-            one_hot = F.one_hot(target, self.num_classes).float()
-            return one_hot * (1.0 - self.smoothing) + self.smoothing / self.num_classes
-        if target.shape != logits.shape or not target.is_floating_point():
+            target = F.one_hot(target, self.num_classes)
+        elif target.shape != logits.shape or not target.is_floating_point():
             raise ValueError(
                 "target must be class indices (N,) of an integer dtype or a float soft target "
                 f"(N, C) matching the logits {tuple(logits.shape)}; got {tuple(target.shape)} "
                 f"{target.dtype}"
             )
-        return target.float()
+        return target.float() * (1.0 - self.smoothing) + self.smoothing * self.smoothing_distribution
 
-    def smoothing_conflict(self, classes: Sequence[str] | None = None) -> str | None:
-        """Why label smoothing will make the rarest class win over the head class's own images, or None.
+    def balanced_optimum(self) -> Tensor | None:
+        """Row ``y``: the balanced logits (float64) where the loss is least on an image of class ``y``.
 
-        A loss with a prior in its logits and smoothed targets has a finite optimum for every balanced
-        logit; where the rarest class's optimum passes the head class's on the head class's own
-        images, head images are predicted as the rare class. None for a loss without a prior.
+        Defined where smoothing makes the optimum finite and a prior is added to the logits; None
+        otherwise (a loss whose optimum does not depend on the class counts has no crossing).
         """
         return None
 
-    def _on_off(self) -> tuple[float, float]:
-        """The smoothed target of an image of class 0, as training builds it: on at 0, off elsewhere."""
-        target = self.target_distribution(torch.zeros(1, self.num_classes), torch.zeros(1, dtype=torch.long))
-        return float(target[0, 0]), float(target[0, 1])
+    def smoothing_conflict(self, classes: Sequence[str] | None = None) -> str | None:
+        """Why label smoothing will put another class first on some class's own images, or None.
+
+        The worst pair of ``balanced_optimum``: the class ``c`` whose optimum passes class ``y``'s by
+        the most on ``y``'s own images (under uniform smoothing, the rarest on the largest's).
+        """
+        z = self.balanced_optimum()
+        if z is None:
+            return None
+        lead = z - z.diagonal()[:, None]  # lead[y, c]: how far c is above y on y's images
+        lead.fill_diagonal_(-math.inf)
+        worst = int(lead.argmax())
+        y, c = divmod(worst, self.num_classes)
+        if lead[y, c] <= 0:
+            return None
+        return (
+            f"label smoothing {self.smoothing:g} toward {self.smoothing_toward} with tau {self.tau:g} over "
+            f"these class counts puts the balanced logit of {self._name(classes, c)} {float(lead[y, c]):+.2f} "
+            f"above that of {self._name(classes, y)} on {self._name(classes, y)}'s own images: expect "
+            f"{self._name(classes, y)} to be predicted as {self._name(classes, c)}; --smoothing-toward "
+            "prior (the default) keeps every class first on its own images, as do --smoothing 0 or a lower --tau"
+        )
+
+    def _smoothed_targets(self) -> Tensor:
+        """Row ``y``: the smoothed target of an image of class ``y``, as training builds it (float64)."""
+        eye = torch.arange(self.num_classes)
+        return self.target_distribution(torch.zeros(self.num_classes, self.num_classes), eye).double()
 
     def _conflict_applies(self) -> bool:
         return self.smoothing > 0 and self.tau > 0 and self.num_classes >= 2
@@ -96,13 +161,10 @@ class LongTailLoss(nn.Module):
         return repr(classes[c]) if classes is not None else f"class {c}"
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, smoothing={self.smoothing}, tau={self.tau}"
-
-
-# What the conflict warning advises, whichever loss it comes from.
-_CONFLICT_ADVICE = (
-    "expect the largest class to be predicted as the rarest; --smoothing 0 (or a lower --tau) avoids it"
-)
+        return (
+            f"num_classes={self.num_classes}, smoothing={self.smoothing}, "
+            f"smoothing_toward={self.smoothing_toward}, tau={self.tau}"
+        )
 
 
 class BinaryCrossEntropy(LongTailLoss):
@@ -113,41 +175,27 @@ class BinaryCrossEntropy(LongTailLoss):
     """
 
     def __init__(
-        self, class_counts: Sequence[int] | Tensor, smoothing: float = 0.1, tau: float = 0.0
+        self,
+        class_counts: Sequence[int] | Tensor,
+        smoothing: float = 0.1,
+        tau: float = 0.0,
+        smoothing_toward: str = "prior",
     ) -> None:
-        super().__init__(class_counts, smoothing)
+        super().__init__(class_counts, smoothing, smoothing_toward)
         self.tau = float(tau)
         pi = _train_prior(self.class_counts)
-        self.register_buffer("logit_bias", (self.tau * (pi.log() - torch.log1p(-pi))).float())
+        self._set_logit_bias(self.tau * (pi.log() - torch.log1p(-pi)))
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         t = self.target_distribution(logits, target)
         z = logits.float() + self.logit_bias
         return self.num_classes * F.binary_cross_entropy_with_logits(z, t)
 
-    def smoothing_conflict(self, classes: Sequence[str] | None = None) -> str | None:
-        """The conflict for sigmoids: each balanced logit has its own optimum.
-
-        ``z_c`` goes to ``logit(on) - b_c`` on its class's images and to ``logit(off) - b_c`` on
-        every other image (``b_c = tau * log-odds(pi_c)``). Where the bias gap between the head and
-        the rarest class exceeds ``logit(on) - logit(off)``, the rarest class's optimum on any image
-        is above the head class's on its own. With few classes (``off = smoothing / C`` is large)
-        that takes far less imbalance than with many.
-        """
+    def balanced_optimum(self) -> Tensor | None:
+        """Sigmoids: each balanced logit has its own optimum, ``z_c = logit(t_c) - b_c``."""
         if not self._conflict_applies():
             return None
-        on, off = self._on_off()
-        head, rare = int(self.logit_bias.argmax()), int(self.logit_bias.argmin())
-        z_head = math.log(on / (1 - on)) - float(self.logit_bias[head])
-        z_rare = math.log(off / (1 - off)) - float(self.logit_bias[rare])
-        if z_rare <= z_head:
-            return None
-        return (
-            f"label smoothing {self.smoothing:g} with tau {self.tau:g} over these class counts pulls the "
-            f"balanced logit of {self._name(classes, rare)} (the rarest) to {z_rare:+.1f} on every image, "
-            f"above the {z_head:+.1f} of {self._name(classes, head)} (the largest) on its own images: "
-            + _CONFLICT_ADVICE
-        )
+        return torch.logit(self._smoothed_targets()) - self.logit_bias.double()
 
 
 class CrossEntropy(LongTailLoss):
@@ -169,13 +217,14 @@ class CrossEntropy(LongTailLoss):
         tau: float = 0.0,
         beta: float | None = None,
         gamma: float = 0.0,
+        smoothing_toward: str = "prior",
     ) -> None:
-        super().__init__(class_counts, smoothing)
+        super().__init__(class_counts, smoothing, smoothing_toward)
         if gamma < 0:
             raise ValueError(f"focal gamma must be >= 0, got {gamma}")
         self.tau = float(tau)
         self.gamma = float(gamma)
-        self.register_buffer("logit_bias", (self.tau * _train_prior(self.class_counts).log()).float())
+        self._set_logit_bias(self.tau * _train_prior(self.class_counts).log())
         weight = (
             torch.ones(self.num_classes) if beta is None else class_balanced_weights(self.class_counts, beta)
         )
@@ -185,28 +234,15 @@ class CrossEntropy(LongTailLoss):
         t = self.target_distribution(logits, target)
         return _weighted_soft_ce(logits.float() + self.logit_bias, t, self.class_weight, self.gamma)
 
-    def smoothing_conflict(self, classes: Sequence[str] | None = None) -> str | None:
-        """The conflict for the softmax: only differences of logits have an optimum.
+    def balanced_optimum(self) -> Tensor | None:
+        """The softmax: only differences have an optimum, ``z_c = log t_c - b_c`` up to a constant a row.
 
-        On an image of the head class ``h`` the smoothed target is met where
-        ``z_c - z_h = log(off / on) - (b_c - b_h)`` with ``b = tau * log(pi)``; it crosses zero for
-        the rarest class once ``tau * log(n_h / n_rare)`` exceeds ``log(on / off)`` (IF 91 for ten
-        classes at smoothing 0.1 and tau 1). Class weights and focusing move that optimum, so the
-        check is made for the plain softmax only, which is what Bal-CE is.
+        Class weights and focusing move that optimum, so it is given for the plain softmax only,
+        which is what Bal-CE is.
         """
         if not self._conflict_applies():
             return None
-        on, off = self._on_off()
-        head, rare = int(self.logit_bias.argmax()), int(self.logit_bias.argmin())
-        gap = math.log(off / on) - float(self.logit_bias[rare] - self.logit_bias[head])
-        if gap <= 0:
-            return None
-        return (
-            f"label smoothing {self.smoothing:g} with tau {self.tau:g} over these class counts puts the "
-            f"balanced logit of {self._name(classes, rare)} (the rarest) {gap:+.2f} above that of "
-            f"{self._name(classes, head)} (the largest) on the largest class's own images: "
-            + _CONFLICT_ADVICE
-        )
+        return self._smoothed_targets().log() - self.logit_bias.double()
 
     def _conflict_applies(self) -> bool:
         plain = self.gamma == 0 and bool((self.class_weight == 1).all())
@@ -277,8 +313,8 @@ def class_balanced_weights(class_counts: Tensor, beta: float) -> Tensor:
 _REGISTRY: dict[str, tuple[Callable[..., LongTailLoss], dict[str, Any]]] = {
     "ce": (CrossEntropy, {"smoothing": 0.0}),
     "bce": (BinaryCrossEntropy, {"smoothing": 0.1}),
-    "bal-ce": (CrossEntropy, {"smoothing": 0.0, "tau": 1.0}),
-    "bal-bce": (BinaryCrossEntropy, {"smoothing": 0.1, "tau": 1.0}),
+    "bal-ce": (CrossEntropy, {"smoothing": 0.0, "tau": 1.0, "smoothing_toward": "prior"}),
+    "bal-bce": (BinaryCrossEntropy, {"smoothing": 0.1, "tau": 1.0, "smoothing_toward": "prior"}),
     "cb-ce": (CrossEntropy, {"smoothing": 0.0, "beta": 0.9999}),
     "ldam": (
         LDAMLoss,

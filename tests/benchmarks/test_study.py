@@ -11,6 +11,7 @@ import pytest
 import study  # benchmarks/ is a script folder on pytest's pythonpath, not a package
 import study_grid
 import study_report
+import study_robust
 import yaml
 
 from livt.training.config import recipe_path
@@ -216,3 +217,73 @@ def test_the_loss_claim_is_also_paired_from_scratch_and_can_fail() -> None:
     assert rows == [
         "| Bal-BCE beats CE (from scratch) | if1000 | -6.6 ± 1.6 points | 3 | 0.019 | does not hold |"
     ]
+
+
+def _robust_argv(recipe: Path, root: Path, *extra: str) -> list[str]:
+    return [
+        "--robust", "--recipe", f"if100={recipe}", "--recipe", f"if100-step={recipe}", "--runs", str(root / "runs"),
+        "--archive", str(root / "archive"), "--results", str(root / "docs" / "study.md"),
+        "--ft-epochs", "2", "--mgp-epochs", "1", "--seeds", "0", "1", *extra,
+    ]  # fmt: skip
+
+
+def test_the_robustness_grid_shares_the_mgp_and_ce_runs_and_reports_raw_and_calibrated(
+    finished: Path, recipe: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert study.main(_robust_argv(recipe, finished, "--settings", "if100", "if100-step")) == 0
+    out = capsys.readouterr().out
+    # if100: the claims grid's MGP and CE runs are reused; only the two prior-smoothed cells train.
+    assert not re.search(r"run +livt-train pretrain .*/if100/mgp-s", out)
+    assert re.search(r"run +livt-train pretrain .*/if100-step/mgp-s0", out)
+    assert "reuse   " + str(finished / "runs" / "if100" / "mgp-ce-s0") in out
+    runs = finished / "runs"
+    for seed in (0, 1):
+        for name in (f"mgp-bal-bce-prior-s{seed}", f"mgp-bal-ce-prior-s{seed}"):
+            config = yaml.safe_load((runs / "if100" / name / "config.yaml").read_text())
+            assert config["smoothing_toward"] == "prior" and config["init"] == str(
+                runs / "if100" / f"mgp-s{seed}"
+            )
+        step = yaml.safe_load((runs / "if100-step" / f"mgp-ce-s{seed}" / "config.yaml").read_text())
+        assert step["dataset_options"]["profile"] == "step" and step["smoothing_toward"] == "uniform"
+    assert (finished / "archive" / "if100-step" / "mgp-bal-bce-prior-s1" / "analysis.json").is_file()
+    text = (finished / "docs" / "study.md").read_text()
+    assert text.count(study_robust.ROBUST_START) == 1
+    rows = {
+        tuple(c.strip() for c in line.split("|")[1:3]): line
+        for line in text.splitlines()
+        if line.startswith("| if100")
+    }
+    row = rows[("if100", study_robust.LABELS["default"])]
+    metrics = [
+        json.loads((runs / "if100" / f"mgp-bal-bce-prior-s{s}" / "metrics.json").read_text()) for s in (0, 1)
+    ]
+    mean = 100 * sum(m["balanced_acc"] for m in metrics) / 2
+    assert row.split("|")[3].strip() == "2" and row.split("|")[5].strip().startswith(f"{mean:.1f} ± ")
+    paired_row = next(
+        line for line in text.splitlines() if line.startswith("| if100-step | ") and "(p " in line
+    )
+    default, paper = (float(m) for m in paired_row.rstrip(" |").rsplit("|", 1)[1].split(" / "))
+    assert default > 0 and paper > 0  # the tiny recipe's counts (IF 10) cross with neither smoothing
+    figure = finished / "docs" / "figures" / study_robust.FIGURE
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"](figures/{study_robust.FIGURE})" in text
+    # The claims report, written again, keeps the robustness section.
+    assert study.main(_argv(recipe, finished, "--report-only")) == 0
+    again = (finished / "docs" / "study.md").read_text()
+    assert again.count(study_robust.ROBUST_START) == 1 and row in again and "## Claims" in again
+
+
+def test_the_robustness_helpers_read_the_setting_and_the_best_cell() -> None:
+    assert study_robust.imbalance("if1000") == (1000.0, "exp")
+    assert study_robust.imbalance("if100-step") == (100.0, "step")
+
+    def res(cell: str, seed: int, raw: float, calibrated: float) -> dict:
+        run = study_grid.robust_run("if100", cell, seed)
+        return {"run": run, "metrics": {"balanced_acc": raw},
+                "analysis": {"calibration": {"test": {"balanced_acc": calibrated}}}}  # fmt: skip
+
+    by_cell = {"default": [res("default", 0, 0.80, 0.84)], "mgp/ce": [res("mgp/ce", 0, 0.70, 0.86)],
+               "mgp/bal-ce": []}  # fmt: skip
+    assert study_robust.best_reading(by_cell) == ("mgp/ce", "calibration", 0.86)
+    assert study_grid.robust_run("if10", "default", 2).name == "mgp-bal-bce-prior-s2"
+    assert study_grid.robust_run("if10", "mgp/ce", 2).name == "mgp-ce-s2"  # the claims cell's run

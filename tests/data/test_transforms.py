@@ -119,20 +119,21 @@ def test_eval_rejects_bad_settings():
 
 
 def test_build_mixup():
-    assert build_mixup(10, 0.0, 0.0, 0.1) is None
-    mixup = build_mixup(4, 0.8, 1.0, 0.1)
+    assert build_mixup(10, 0.0, 0.0) is None
+    mixup = build_mixup(4, 0.8, 1.0)
     assert isinstance(mixup, Mixup)
+    # No smoothing of its own: the loss smooths the mixed targets toward its prior.
     assert (mixup.mixup_alpha, mixup.cutmix_alpha, mixup.label_smoothing, mixup.num_classes) == (
         0.8,
         1.0,
-        0.1,
+        0.0,
         4,
     )
     images, targets = mixup(torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 3]))
     assert images.shape == (4, 1, 8, 8) and targets.shape == (4, 4)
     assert torch.allclose(targets.sum(1), torch.ones(4))
     with pytest.raises(ValueError, match="alphas must be >= 0"):
-        build_mixup(4, -1.0, 0.0, 0.1)
+        build_mixup(4, -1.0, 0.0)
 
 
 @pytest.mark.parametrize("interpolation", ["nearest", "bilinear", "bicubic", "box", "hamming", "lanczos"])

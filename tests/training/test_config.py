@@ -55,6 +55,17 @@ def test_yaml_round_trip(tmp_path: Path):
     assert load_run_config(tmp_path) == cfg
 
 
+def test_a_run_config_from_before_smoothing_toward_smoothed_toward_uniform(tmp_path: Path):
+    cfg = FinetuneConfig(**BASE, init="pre")
+    assert cfg.smoothing_toward == "prior"  # the default, every recipe's too
+    old = config_to_yaml(cfg).replace("smoothing_toward: prior\n", "")
+    assert "smoothing_toward" not in old
+    tmp_path.joinpath("config.yaml").write_text(old)
+    assert load_run_config(tmp_path).smoothing_toward == "uniform"
+    with pytest.raises(ConfigError, match="smoothing_toward must be one of"):
+        FinetuneConfig(**BASE, init="pre", smoothing_toward="flat")
+
+
 def test_model_sizes_are_the_overrides_that_are_set():
     assert PretrainConfig(**BASE).model_sizes() == {}
     cfg = PretrainConfig(**BASE, patch_size=8, num_heads=4, mlp_ratio=2)

@@ -44,7 +44,9 @@ def test_unknown_loss_lists_the_names():
 def test_unknown_option_is_rejected_with_the_accepted_ones():
     with pytest.raises(ValueError, match=r"'ce' takes options \['smoothing'\], got unknown \['tau'\]"):
         build_loss("ce", [3, 1], tau=1.0)
-    assert loss_defaults("bal-bce") == {"smoothing": 0.1, "tau": 1.0}
+    assert loss_defaults("bal-bce") == {"smoothing": 0.1, "tau": 1.0, "smoothing_toward": "prior"}
+    with pytest.raises(ValueError, match=r"smoothing_toward must be one of \['prior', 'uniform'\]"):
+        build_loss("bal-bce", [3, 1], smoothing_toward="prio")
 
 
 @pytest.mark.parametrize("counts", [[], [5], [3, 0], [3, -1], [3, 1.5], [3, float("nan")], [[1, 2]]])
@@ -68,11 +70,13 @@ def test_bal_bce_bias_and_hand_example():
     torch.testing.assert_close(loss.logit_bias, torch.tensor([math.log(3), -math.log(3)]))
     assert "logit_bias" in dict(loss.named_buffers())
     z = [[0.5, 0.5], [-1.0, 2.0]]
-    got = loss(torch.tensor(z), torch.tensor([0, 1]))
     b = [math.log(3), -math.log(3)]
-    t = [[0.95, 0.05], [0.05, 0.95]]
-    total = sum(bce_term(z[n][c] + b[c], t[n][c]) for n in range(2) for c in range(2))
-    assert got.item() == pytest.approx(2 * total / 4, rel=1e-6)
+    # Smoothing 0.1 toward q = softmax(b) = (0.9, 0.1), the default: t = 0.9 * one_hot + 0.1 * q.
+    # Toward uniform (the paper's), q = (0.5, 0.5).
+    for toward, t in (("prior", [[0.99, 0.01], [0.09, 0.91]]), ("uniform", [[0.95, 0.05], [0.05, 0.95]])):
+        got = build_loss("bal-bce", [3, 1], smoothing_toward=toward)(torch.tensor(z), torch.tensor([0, 1]))
+        total = sum(bce_term(z[n][c] + b[c], t[n][c]) for n in range(2) for c in range(2))
+        assert got.item() == pytest.approx(2 * total / 4, rel=1e-6)
 
 
 def test_bal_bce_tau_scales_the_bias_and_tau_zero_is_bce():
@@ -211,14 +215,34 @@ def test_one_hot_soft_target_equals_index_target(name):
 
 
 @pytest.mark.parametrize("name", LOSSES)
-def test_smoothed_index_target_equals_the_smoothed_soft_target(name):
-    # what timm Mixup produces with mixup off: off = s/C, on = 1 - s + s/C
+def test_the_loss_smooths_soft_targets_as_it_smooths_index_targets(name):
     loss = build_loss(name, [40, 9, 3], smoothing=0.1)
     logits = torch.randn(4, 3, generator=torch.Generator().manual_seed(5))
     target = torch.tensor([2, 0, 1, 2])
-    soft = torch.full((4, 3), 0.1 / 3)
-    soft[torch.arange(4), target] = 0.9 + 0.1 / 3
-    torch.testing.assert_close(loss(logits, soft), loss(logits, target))
+    one_hot = torch.nn.functional.one_hot(target, 3).float()
+    torch.testing.assert_close(loss(logits, one_hot), loss(logits, target))
+    # A mixed target (timm Mixup, which no longer smooths) gets (1 - s) t + s q too.
+    mixed = torch.softmax(torch.randn(4, 3, generator=torch.Generator().manual_seed(8)), dim=1)
+    smoothed = 0.9 * mixed + 0.1 * loss.smoothing_distribution
+    torch.testing.assert_close(
+        loss(logits, mixed), build_loss(name, [40, 9, 3], smoothing=0.0)(logits, smoothed)
+    )
+
+
+def test_smoothing_distribution_is_the_loss_prior_and_uniform_without_one():
+    counts = [40, 9, 3]
+    for name in ("bal-bce", "bal-ce"):
+        loss = build_loss(name, counts, smoothing=0.1)
+        torch.testing.assert_close(loss.smoothing_distribution, loss.logit_bias.softmax(0))
+        assert loss.smoothing_distribution[0] > 1 / 3 > loss.smoothing_distribution[2]
+        uniform = build_loss(name, counts, smoothing=0.1, smoothing_toward="uniform")
+        torch.testing.assert_close(uniform.smoothing_distribution, torch.full((3,), 1 / 3))
+    for name in ("ce", "bce", "cb-ce", "ldam", "focal"):
+        torch.testing.assert_close(build_loss(name, counts).smoothing_distribution, torch.full((3,), 1 / 3))
+    # Equal counts: the prior is uniform, so the default is the paper's smoothing.
+    torch.testing.assert_close(
+        build_loss("bal-bce", [7, 7, 7]).smoothing_distribution, torch.full((3,), 1 / 3)
+    )
 
 
 @pytest.mark.parametrize("name", LOSSES)
@@ -256,10 +280,10 @@ IF100 = [5700, 3596, 2156, 1292, 774, 464, 278, 166, 100, 60]
 
 
 def test_smoothing_conflict_is_found_where_the_rare_optimum_passes_the_head_one():
-    loss = build_loss("bal-bce", IF1000)  # smoothing 0.1, tau 1
+    loss = build_loss("bal-bce", IF1000, smoothing_toward="uniform")  # the paper's: 0.1 toward 1/C, tau 1
     message = loss.smoothing_conflict([f"c{i}" for i in range(10)])
-    assert message and "'c9' (the rarest) to +2.9" in message and "+2.2 of 'c0'" in message
-    # The optima it names are where the gradient of a sigmoid's BCE vanishes.
+    assert message and "'c9' +0.69 above that of 'c0' on 'c0''s own images" in message
+    # The optima it compares are where the gradient of a sigmoid's BCE vanishes.
     on, off = 1 - 0.1 + 0.01, 0.01
     for c, target, shown in ((9, off, 2.9), (0, on, 2.2)):
         b = loss.logit_bias[c].double()
@@ -270,21 +294,23 @@ def test_smoothing_conflict_is_found_where_the_rare_optimum_passes_the_head_one(
             z + b, torch.tensor(target, dtype=torch.float64)
         ).backward()
         assert abs(z.grad.item()) < 1e-9
-    assert build_loss("bal-bce", IF100).smoothing_conflict() is None  # the default benchmark is clear
-    assert build_loss("bal-bce", IF1000, smoothing=0.0).smoothing_conflict() is None
-    assert build_loss("bal-bce", IF1000, tau=0.5).smoothing_conflict() is None
+    uniform = {"smoothing_toward": "uniform"}
+    assert build_loss("bal-bce", IF100, **uniform).smoothing_conflict() is None  # clear at tau 1
+    assert build_loss("bal-bce", IF100, tau=1.5, **uniform).smoothing_conflict() is not None
+    assert build_loss("bal-bce", IF1000, smoothing=0.0, **uniform).smoothing_conflict() is None
+    assert build_loss("bal-bce", IF1000, tau=0.5, **uniform).smoothing_conflict() is None
     assert build_loss("bce", IF1000).smoothing_conflict() is None  # no prior in the logits
     # Many classes make the off target small: ImageNet-LT's 1280 down to 5 over 1000 classes is clear.
     imagenet_lt = [round(1280 * (5 / 1280) ** (i / 999)) for i in range(1000)]
-    assert build_loss("bal-bce", imagenet_lt).smoothing_conflict() is None
+    assert build_loss("bal-bce", imagenet_lt, **uniform).smoothing_conflict() is None
 
 
 def test_smoothing_conflict_of_the_softmax_is_found_where_the_rare_logit_passes_the_head_one():
     # Ten classes at smoothing 0.1: log(on / off) = log 91, so tau 1 crosses from IF 91 on.
-    loss = build_loss("bal-ce", IF100, smoothing=0.1)
+    loss = build_loss("bal-ce", IF100, smoothing=0.1, smoothing_toward="uniform")
     message = loss.smoothing_conflict([f"c{i}" for i in range(10)])
     gap = math.log(0.01 / 0.91) + math.log(IF100[0] / IF100[-1])
-    assert message and f"'c9' (the rarest) {gap:+.2f} above that of 'c0' (the largest)" in message
+    assert message and f"'c9' {gap:+.2f} above that of 'c0'" in message
     # At that gap (every other logit at its optimum too) the gradient on a head image vanishes.
     b = loss.logit_bias.double()
     z = (torch.log(torch.full((10,), 0.01, dtype=torch.float64)) - b).requires_grad_(True)
@@ -295,38 +321,107 @@ def test_smoothing_conflict_of_the_softmax_is_found_where_the_rare_logit_passes_
     target[0, 0] = 0.91
     torch.nn.functional.cross_entropy((z + b)[None], target).backward()
     assert z.grad.abs().max().item() < 1e-9
+    uniform = {"smoothing": 0.1, "smoothing_toward": "uniform"}
     assert build_loss("bal-ce", IF100).smoothing_conflict() is None  # its own default: no smoothing
-    assert build_loss("bal-ce", IF100, smoothing=0.1, tau=0.9).smoothing_conflict() is None
+    assert build_loss("bal-ce", IF100, tau=0.9, **uniform).smoothing_conflict() is None
     assert build_loss("ce", IF1000, smoothing=0.1).smoothing_conflict() is None  # no prior in the logits
     assert build_loss("ldam", IF1000).smoothing_conflict() is None
     # Class weights and focusing move the optimum the check solves for: it is not made for them.
-    assert CrossEntropy(IF1000, smoothing=0.1, tau=1.0, beta=0.999).smoothing_conflict() is None
-    assert CrossEntropy(IF1000, smoothing=0.1, tau=1.0, gamma=2.0).smoothing_conflict() is None
-    assert CrossEntropy(IF1000, smoothing=0.1, tau=1.0).smoothing_conflict() is not None
+    assert CrossEntropy(IF1000, tau=1.0, beta=0.999, **uniform).smoothing_conflict() is None
+    assert CrossEntropy(IF1000, tau=1.0, gamma=2.0, **uniform).smoothing_conflict() is None
+    assert CrossEntropy(IF1000, tau=1.0, **uniform).smoothing_conflict() is not None
+
+
+# Where smoothing toward 1/C crosses: Bal-BCE tau 1 at IF 1000, tau 1.5 at IF 100; Bal-CE at IF 100.
+CROSSINGS = [
+    ("bal-bce", IF1000, {}),
+    ("bal-bce", IF100, {"tau": 1.5}),
+    ("bal-ce", IF100, {"smoothing": 0.1}),
+]
+
+
+def _numeric_optimum(loss, label: int) -> torch.Tensor:
+    """The balanced logits that minimise the loss on one image of class ``label`` (L-BFGS, float64)."""
+    loss = loss.double()
+    z = torch.zeros(1, loss.num_classes, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([z], lr=1, max_iter=200, tolerance_grad=1e-9, line_search_fn="strong_wolfe")
+    target = torch.tensor([label])
+
+    def closure():
+        opt.zero_grad()
+        value = loss(z, target)
+        value.backward()
+        return value
+
+    opt.step(closure)
+    return z.detach()[0]
+
+
+@pytest.mark.parametrize(("name", "counts", "options"), CROSSINGS)
+def test_smoothing_toward_the_prior_keeps_every_class_first_on_its_own_images(name, counts, options):
+    paper = build_loss(name, counts, smoothing_toward="uniform", **options)
+    default = build_loss(name, counts, **options)
+    assert paper.smoothing_conflict() is not None and default.smoothing_conflict() is None
+    # Minimised over the logits, the paper's smoothing puts the rarest class first on a head image;
+    # the default puts each class first on its own images, where the closed form says (which the
+    # test below checks for every class).
+    assert int(_numeric_optimum(paper, 0).argmax()) == len(counts) - 1
+    closed = default.balanced_optimum()
+    for label in (0, len(counts) // 2, len(counts) - 1):  # the head, a middle class, the rarest
+        z = _numeric_optimum(default, label)
+        assert int(z.argmax()) == label
+        runner_up = z[torch.arange(len(counts)) != label].max()
+        expected = closed[label, label] - closed[label][torch.arange(len(counts)) != label].max()
+        assert float(z[label] - runner_up) == pytest.approx(float(expected), abs=5e-3)
+        if name == "bal-bce":  # the margin the module docstring derives, whatever the counts
+            assert float(z[label] - runner_up) >= 2 * math.log(0.9 / 0.1) + math.log(0.9) - 1e-6
+
+
+@pytest.mark.parametrize("name", ["bal-bce", "bal-ce"])
+def test_smoothing_toward_the_prior_has_no_crossing_at_any_imbalance(name):
+    for imbalance in (1, 10, 100, 1e3, 1e4, 1e6):
+        for tau in (0.5, 1.0, 2.0, 4.0):
+            counts = [max(1, round(1e6 * imbalance ** (-i / 9))) for i in range(10)]
+            assert build_loss(name, counts, smoothing=0.1, tau=tau).smoothing_conflict() is None
 
 
 def test_finetune_warns_of_the_conflict_with_the_class_names(caplog):
     from livt.training.config import build_config
     from livt.training.finetune import _build_criterion
 
-    cfg = build_config("finetune", recipe="fashion-mnist-lt-if1000", overrides={"init": "pretrain-run"})
+    overrides = {"init": "pretrain-run", "smoothing_toward": "uniform"}
+    cfg = build_config("finetune", recipe="fashion-mnist-lt-if1000", overrides=overrides)
     names = ["T-shirt/top", *[f"c{i}" for i in range(1, 9)], "Ankle boot"]
     with caplog.at_level("WARNING", logger="livt"):
         _build_criterion(cfg, IF1000, names)
-    assert "'Ankle boot' (the rarest) to +2.9" in caplog.text and "'T-shirt/top'" in caplog.text
+    assert "'Ankle boot' +0.69 above that of 'T-shirt/top'" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="livt"):
         _build_criterion(cfg, IF100, names)
     assert caplog.text == ""
 
 
-def test_finetune_warns_of_the_softmax_conflict_under_the_default_recipe(caplog):
+@pytest.mark.parametrize(("name", "counts", "options"), CROSSINGS)
+def test_the_recipes_defaults_never_warn_where_the_paper_smoothing_crosses(caplog, name, counts, options):
+    from livt.training.config import build_config, list_recipes
+    from livt.training.finetune import _build_criterion
+
+    for recipe in list_recipes():
+        cfg = build_config("finetune", recipe=recipe, overrides={"init": "x", "loss": name, **options})
+        assert cfg.smoothing_toward == "prior"
+        with caplog.at_level("WARNING", logger="livt"):
+            criterion = _build_criterion(cfg, counts, [f"c{i}" for i in range(10)])
+        assert criterion.smoothing_toward == "prior" and caplog.text == "", recipe
+
+
+def test_finetune_warns_of_the_softmax_conflict_under_the_paper_smoothing(caplog):
     from livt.training.config import build_config
     from livt.training.finetune import _build_criterion
 
-    cfg = build_config("finetune", recipe="fashion-mnist-lt", overrides={"init": "x", "loss": "bal-ce"})
+    overrides = {"init": "x", "loss": "bal-ce", "smoothing_toward": "uniform"}
+    cfg = build_config("finetune", recipe="fashion-mnist-lt", overrides=overrides)
     with caplog.at_level("WARNING", logger="livt"):
         _build_criterion(cfg, IF100, [f"c{i}" for i in range(10)])
     assert (
-        "bal-ce: label smoothing 0.1 with tau 1" in caplog.text and "'c9' (the rarest) +0.04" in caplog.text
+        "bal-ce: label smoothing 0.1 toward uniform with tau 1" in caplog.text and "'c9' +0.04" in caplog.text
     )
