@@ -178,10 +178,17 @@ class PretrainConfig(TrainConfig):
     decoder_embed_dim: int = _opt(512, "MAE decoder width")
     decoder_depth: int = _opt(8, "MAE decoder blocks")
     decoder_num_heads: int = _opt(16, "MAE decoder attention heads")
+    init: str | None = _opt(
+        None,
+        "continue MGP from a pretrain run folder or an MAE / timm / DeiT checkpoint (its decoder "
+        "where it has one); the model's shape is the checkpoint's unless --model is given",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _require(bool(self.model), "model is required (--model NAME or a recipe)")
+        _require(
+            bool(self.model) or self.init is not None, "model is required (--model NAME, a recipe or --init)"
+        )
         _require(0 < self.mask_ratio < 1, f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
         for name in ("decoder_embed_dim", "decoder_depth", "decoder_num_heads"):
             _require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
@@ -198,7 +205,11 @@ class FinetuneConfig(TrainConfig):
 
     stage: ClassVar[str] = "finetune"
 
-    init: str | None = _opt(None, "pretrain run folder whose encoder initialises the model")
+    init: str | None = _opt(
+        None,
+        "pretrain run folder, or an MAE / timm / DeiT checkpoint (file or timm model folder), "
+        "whose encoder initialises the model",
+    )
     from_scratch: bool = _opt(False, "start from random weights instead of --init")
     loss: str = _opt("bal-bce", "loss name (livt.training.losses registry)")
     tau: float = _opt(1.0, "strength of the prior bias in balanced losses")

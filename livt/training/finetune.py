@@ -7,7 +7,6 @@ scored and kept); the TEST split is read once, at the end, by the best checkpoin
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,9 @@ from livt.data import (
     build_train_transform,
     eval_preprocess_config,
 )
-from livt.models import ViTConfig, create_classifier, load_encoder_weights, vit_config
+from livt.models import create_classifier
 from livt.training import engine, plots, stage
 from livt.training.checkpoint import (
-    CheckpointError,
     find_checkpoint,
     load_checkpoint_meta,
     load_model_weights,
@@ -32,6 +30,7 @@ from livt.training.checkpoint import (
 )
 from livt.training.config import ConfigError, FinetuneConfig
 from livt.training.distributed import DistEnv, barrier
+from livt.training.init_weights import load_init, log_init, read_init, run_model_config
 from livt.training.loaders import build_eval_loader
 from livt.training.losses import LongTailLoss, build_loss, loss_defaults
 from livt.training.metrics import SCALAR_METRICS, compute_metrics
@@ -40,8 +39,7 @@ from livt.training.rundir import RunFolder, append_history, read_history
 
 _logger = logging.getLogger(__name__)
 
-# Shape fields that must agree between the pretrained encoder and the classifier.
-_SHAPE_FIELDS = ("patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio")
+_HEAD = frozenset({"head.weight", "head.bias"})
 
 
 def finetune(
@@ -54,12 +52,19 @@ def finetune(
 def _finetune(
     cfg: FinetuneConfig, folder: RunFolder, env: DistEnv, *, amp_dtype: torch.dtype | None, progress: bool
 ) -> Path:
-    pretrained = _pretrain_checkpoint(cfg.init) if cfg.init else None
+    init = read_init(cfg.init) if cfg.init else None
 
     # data: every split the run reads, opened before the first step; the model's input size first
     train_set = stage.load_split(cfg, "train")
     info, num_classes = train_set.info, len(train_set.classes)
-    vit = _model_config(cfg, pretrained, info, num_classes)
+    vit = run_model_config(
+        cfg,
+        init,
+        info.image_size,
+        in_chans=info.channels,
+        num_classes=num_classes,
+        drop_path_rate=cfg.drop_path,
+    )
     train_set.transform = build_train_transform(
         info,
         vit.img_size,
@@ -75,10 +80,11 @@ def _finetune(
     final_set, final_split = _final_split(cfg, eval_transform)
     val_loader = build_eval_loader(val_set, batch_size=cfg.batch_size, env=env, workers=cfg.workers)
 
-    # model: the MGP encoder plus a fresh head
+    # model: the pretrained encoder plus a fresh head
     model = create_classifier(vit)
-    if pretrained is not None:
-        _load_encoder(model, vit, pretrained)
+    loaded = load_init(model, init, new=_HEAD) if init is not None else None
+    if loaded is not None:
+        log_init(loaded)
     model.to(env.device)
 
     # loss and mixup
@@ -97,7 +103,8 @@ def _finetune(
         preprocess=eval_preprocess_config(info, vit.img_size, cfg.crop_pct, cfg.interpolation),
     )
     meta.update(
-        mae=pretrained["meta"]["mae"] if pretrained else None,
+        mae=init.mae.to_dict() if init is not None and init.mae is not None else None,
+        init=loaded,
         loss=cfg.loss,
         tau=float(criterion.tau),
         many_threshold=cfg.many,
@@ -209,63 +216,3 @@ def _build_criterion(cfg: FinetuneConfig, class_counts: list[int], classes: list
     if conflict := criterion.smoothing_conflict(classes):
         _logger.warning("%s: %s", cfg.loss, conflict)
     return criterion
-
-
-def _pretrain_checkpoint(init: str) -> dict[str, Any]:
-    """Meta and ``encoder.*`` weights (prefix removed) of a pretrain run's last checkpoint."""
-    ckpt = find_checkpoint(Path(init), "last")
-    meta = load_checkpoint_meta(ckpt)
-    if meta.get("stage") != "pretrain":
-        raise CheckpointError(f"--init {init} is a {meta.get('stage')!r} run, not a pretrain run")
-    prefix = "encoder."
-    encoder = {k[len(prefix) :]: v for k, v in load_model_weights(ckpt).items() if k.startswith(prefix)}
-    if not encoder:
-        raise CheckpointError(f"{ckpt} holds no {prefix}* weights; is it an MGP checkpoint?")
-    return {"dir": ckpt, "meta": meta, "encoder": encoder}
-
-
-def _model_config(
-    cfg: FinetuneConfig, pretrained: dict[str, Any] | None, info: Any, num_classes: int
-) -> ViTConfig:
-    """The classifier's shape: ``--model`` if given, else the pretrained encoder's, then the size flags,
-    at the input size of ``input_size``.
-
-    Size flags that disagree with the pretrained encoder are caught by :func:`_load_encoder`.
-    """
-    try:
-        if cfg.model:
-            preset_patch = vit_config(cfg.model).patch_size
-        else:
-            preset_patch = ViTConfig.from_dict(pretrained["meta"]["model"]).patch_size
-        overrides = {
-            "img_size": stage.input_size(cfg, info.image_size, cfg.patch_size or preset_patch),
-            "in_chans": info.channels,
-            "num_classes": num_classes,
-            "drop_path_rate": cfg.drop_path,
-            **cfg.model_sizes(),
-        }
-        if cfg.model:
-            return vit_config(cfg.model, **overrides)
-        return dataclasses.replace(ViTConfig.from_dict(pretrained["meta"]["model"]), **overrides)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-
-
-def _load_encoder(model: torch.nn.Module, vit: ViTConfig, pretrained: dict[str, Any]) -> None:
-    """Load the MGP encoder; a different model size is a clear error, a different resolution is resampled."""
-    source = ViTConfig.from_dict(pretrained["meta"]["model"])
-    diffs = [
-        f"{k} {getattr(source, k)} vs {getattr(vit, k)}"
-        for k in _SHAPE_FIELDS
-        if getattr(source, k) != getattr(vit, k)
-    ]
-    if diffs:
-        raise ConfigError(
-            f"model size mismatch between pretrain ({source.name}, {pretrained['dir']}) and finetune "
-            f"({vit.name}): {', '.join(diffs)}"
-        )
-    try:
-        missing = load_encoder_weights(model, pretrained["encoder"])
-    except (ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"cannot load the encoder of {pretrained['dir']}: {exc}") from exc
-    _logger.info("loaded MGP encoder from %s (new: %s)", pretrained["dir"], ", ".join(missing))
