@@ -1,4 +1,4 @@
-"""``livt-train pretrain | finetune | evaluate | list``: a thin layer from flags to the stage functions.
+"""``livt-train pretrain | finetune | evaluate | export-encoder | list``: a thin layer from flags to the stage functions.
 
 Flags mirror the stage config fields (``--batch-size`` sets ``batch_size``); only flags given
 explicitly override the recipe / config file. Known errors print one line and exit with status 2.
@@ -36,6 +36,7 @@ from livt.training.config import (
 )
 from livt.training.distributed import cleanup
 from livt.training.engine import TrainingDiverged
+from livt.training.export_encoder import EXPORT_FORMATS
 from livt.training.rundir import plan_run_dir, run_log
 
 # The data set's own "files not found" errors are FileNotFoundError (or subclasses).
@@ -115,6 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_dataclass_flags(p, EvaluateConfig)
     p.set_defaults(handler=_run_evaluate)
+    p = sub.add_parser(
+        "export-encoder",
+        help="write a run's encoder as the timm (model folder) or MAE (.pth) releases do, for --init or timm",
+    )
+    p.add_argument("run", help="a pretrain or finetune run folder")
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="timm", help="release format (default: timm)")
+    p.add_argument(
+        "--out", help="where to write (default: RUN/export/encoder-timm or RUN/export/encoder-mae.pth)"
+    )
+    p.set_defaults(handler=_run_export_encoder)
     p = sub.add_parser("list", help="the recipes, models, data sets and losses there are")
     p.add_argument("what", nargs="?", choices=LISTS, help="one list (default: all)")
     p.set_defaults(handler=_run_list)
@@ -207,6 +218,16 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     )
     out = evaluate_run(cfg, progress=not flags.get("quiet"))
     print(f"wrote {out}")
+    return 0
+
+
+def _run_export_encoder(args: argparse.Namespace) -> int:
+    from livt.training.export_encoder import export_encoder
+
+    out = export_encoder(Path(args.run), args.format, Path(args.out) if args.out else None)
+    print(f"wrote {out}")
+    print("next:")
+    print("  " + shlex.join(["livt-train", "finetune", "--dataset", "DATASET", "--init", str(out)]))
     return 0
 
 

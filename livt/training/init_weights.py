@@ -92,8 +92,13 @@ def read_init(source: str | Path) -> InitWeights:
         return _read_hub_folder(path)
     if not path.is_file():
         raise CheckpointError(f"--init {path} does not exist (a run folder, a timm model folder or a file)")
-    state, fmt = _read_file(path)
-    return _from_state(path, fmt, state, sha256_file(path))
+    state, fmt, shape = _read_file(path)
+    try:  # livt's own export-encoder records the exact shape, heads included
+        vit = ViTConfig.from_dict(shape["model"]) if shape.get("model") else None
+        mae = MAEConfig.from_dict(shape["mae"]) if shape.get("mae") else None
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: invalid 'livt' shape record: {exc}") from exc
+    return _from_state(path, fmt, state, sha256_file(path), vit=vit, mae=mae)
 
 
 def _read_run(run_dir: Path) -> InitWeights:
@@ -126,12 +131,12 @@ def _read_hub_folder(folder: Path) -> InitWeights:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{config_path} is not valid JSON: {exc}") from exc
-    state, _ = _read_file(weights)
+    state, _, _ = _read_file(weights)
     config = config if isinstance(config, dict) else {}
     init = _from_state(
         weights, "timm", state, sha256_file(weights), num_heads=_heads_from_timm_config(config)
     )
-    if isinstance(config.get("architecture"), str):
+    if isinstance(config.get("architecture"), str) and "embed_dim" not in (config.get("model_args") or {}):
         init.vit = dataclasses.replace(init.vit, name=config["architecture"])
     return init
 
@@ -168,14 +173,15 @@ def _heads_from_timm_config(config: dict[str, Any]) -> int | None:
         return None
 
 
-def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], str]:
-    """A file's state dict and format: safetensors, or ``torch.load(weights_only=True)`` for the rest."""
+def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], str, dict[str, Any]]:
+    """A file's state dict, format and (``{"model": ..., "livt": {"model": ..., "mae": ...}}`` as
+    export-encoder writes) shape record: safetensors, or ``torch.load(weights_only=True)`` for the rest."""
     if path.suffix == ".safetensors":
         try:
             state = load_file(str(path))
         except (SafetensorError, OSError) as exc:
             raise CheckpointError(f"{path} cannot be read as safetensors ({_first_line(exc)})") from exc
-        return state, "livt" if any(k.startswith("encoder.") for k in state) else "timm"
+        return state, "livt" if any(k.startswith("encoder.") for k in state) else "timm", {}
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
@@ -183,14 +189,15 @@ def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], str]:
             f"{path} cannot be read with torch.load(weights_only=True) ({_first_line(exc)})"
         ) from exc
     wrapped = isinstance(data, dict) and any(isinstance(data.get(k), dict) for k in ("model", "state_dict"))
+    shape = data.get("livt") if wrapped and isinstance(data.get("livt"), dict) else {}
     if wrapped:
         data = data["model"] if isinstance(data.get("model"), dict) else data["state_dict"]
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise CheckpointError(f"{path} holds no state dict (a mapping of names to tensors)")
     if not wrapped:
-        return data, "timm"
+        return data, "timm", {}
     deit = any(k.startswith("head.") or k == "dist_token" for k in data)
-    return data, "deit" if deit else "mae"
+    return data, "deit" if deit else "mae", shape
 
 
 def _from_state(
