@@ -37,6 +37,7 @@ from livt.training.config import (
 from livt.training.distributed import cleanup
 from livt.training.engine import TrainingDiverged
 from livt.training.export_encoder import EXPORT_FORMATS
+from livt.training.progress import PROGRESS_MODES, console_progress
 from livt.training.rundir import plan_run_dir, run_log
 
 # The data set's own "files not found" errors are FileNotFoundError (or subclasses).
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--resume", action="store_true", help="continue the run in --out from checkpoints/last"
         )
         p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        _add_progress_flags(p)
         p.add_argument(
             "--print-config", action="store_true", help="print the resolved config as YAML and exit"
         )
@@ -113,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate a finetune run's best (or last) checkpoint",
         argument_default=argparse.SUPPRESS,
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_progress_flags(p)
     add_dataclass_flags(p, EvaluateConfig)
     p.set_defaults(handler=_run_evaluate)
     p = sub.add_parser(
@@ -130,6 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", nargs="?", choices=LISTS, help="one list (default: all)")
     p.set_defaults(handler=_run_list)
     return parser
+
+
+def _add_progress_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--progress",
+        choices=PROGRESS_MODES,
+        help="auto (default): progress bars on a terminal, else one line an epoch; bar; line; none: "
+        "not even the epoch lines (train.log has them)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars (--progress line)")
+
+
+def _progress_mode(flags: dict[str, Any]) -> str:
+    return flags.get("progress") or ("line" if flags.get("quiet") else "auto")
 
 
 def _run_stage(args: argparse.Namespace) -> int:
@@ -151,15 +166,11 @@ def _run_stage(args: argparse.Namespace) -> int:
         # Continuing a run: its own config.yaml is the starting point.
         config = Path(flags["out"]) / "config.yaml"
     # Held for train.log: what resolving the config says (a recipe's data options dropped) belongs to the run.
-    with run_log():
+    with run_log(), console_progress(_progress_mode(flags)) as bars:
         cfg = build_config(args.stage, recipe=recipe, config=config, overrides=overrides)
         if flags.get("print_config"):
             return _print_config(cfg)
-        kwargs = {
-            "resume_run": resume,
-            "overwrite": flags.get("overwrite", False),
-            "progress": not flags.get("quiet"),
-        }
+        kwargs = {"resume_run": resume, "overwrite": flags.get("overwrite", False), "progress": bars}
         if args.stage == "pretrain":
             from livt.training.pretrain import pretrain
 
@@ -216,7 +227,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     cfg = EvaluateConfig(
         **{k: v for k, v in flags.items() if k in {f.name for f in dataclasses.fields(EvaluateConfig)}}
     )
-    out = evaluate_run(cfg, progress=not flags.get("quiet"))
+    with console_progress(_progress_mode(flags)) as bars:
+        out = evaluate_run(cfg, progress=bars)
     print(f"wrote {out}")
     return 0
 

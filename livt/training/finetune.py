@@ -35,7 +35,7 @@ from livt.training.loaders import build_eval_loader
 from livt.training.losses import LongTailLoss, build_loss, loss_defaults
 from livt.training.metrics import SCALAR_METRICS, compute_metrics
 from livt.training.report import format_report, percent, round_per_class, round_summary, write_report
-from livt.training.rundir import RunFolder, append_history, read_history
+from livt.training.rundir import RunFolder, read_history
 
 _logger = logging.getLogger(__name__)
 
@@ -141,23 +141,13 @@ def _finetune(
             per_class = round_per_class(val["per_class"], val["confusion"])
             meta.update(epoch=epoch, step=run.step, metrics={**val_summary, "per_class": per_class})
             run.save_last(meta, epoch)
-            if env.is_main:
-                if improved:
-                    save_checkpoint(run.run_dir / "checkpoints" / "best", run.best_weights, meta)
-                append_history(run.run_dir, {
-                    "epoch": epoch, "step": run.step, "train_loss": stats.loss, "lr": stats.lr,
-                    "images_per_s": stats.images_per_s, "time": stats.seconds,
-                    "val": {**val_summary, "loss": round(val_loss, 4)},
-                })  # fmt: skip
-            run.track(epoch, {
-                "train/loss": stats.loss, "train/lr": stats.lr, "train/images_per_s": stats.images_per_s,
-                "val/loss": val_loss, **{f"val/{k}": v for k, v in val_summary.items()},
-            })  # fmt: skip
-            _logger.info(
-                "epoch %d/%d  loss %.4f  val loss %.4f  top1 %s  balanced %s%s  lr %.3g  %.0f img/s  %.1f s",
-                epoch + 1, cfg.epochs, stats.loss, val_loss, percent(val["top1"]), percent(val["balanced_acc"]),
-                "  (best)" if improved else "", stats.lr, stats.images_per_s, stats.seconds,
-            )  # fmt: skip
+            if env.is_main and improved:
+                save_checkpoint(run.run_dir / "checkpoints" / "best", run.best_weights, meta)
+            note = (
+                f"  val loss {val_loss:.4f}  top1 {percent(val['top1'])}  balanced {percent(val['balanced_acc'])}"
+                + ("  (best)" if improved else "")
+            )
+            run.record_epoch(epoch, stats, val={**val_summary, "loss": round(val_loss, 4)}, note=note)
         barrier(env)  # rank 0 has written checkpoints/best; every rank tests that same model
         _test_best(run, final_set if final_set is not None else val_set, final_split, train_set)
     return run.run_dir

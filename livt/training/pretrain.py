@@ -18,7 +18,7 @@ from livt.training import plots, stage
 from livt.training.config import ConfigError, PretrainConfig
 from livt.training.distributed import DistEnv
 from livt.training.init_weights import InitWeights, load_init, log_init, read_init, run_model_config
-from livt.training.rundir import RunFolder, append_history, read_history
+from livt.training.rundir import RunFolder, read_history
 
 _logger = logging.getLogger(__name__)
 
@@ -74,19 +74,7 @@ def _pretrain(
             stats = run.train_epoch(epoch, loss_fn)
             meta["metrics"] = {"train_loss": stats.loss}
             run.save_last(meta, epoch)
-            if env.is_main:
-                append_history(run.run_dir, {
-                    "epoch": epoch, "step": run.step, "train_loss": stats.loss, "lr": stats.lr,
-                    "images_per_s": stats.images_per_s, "time": stats.seconds,
-                })  # fmt: skip
-            run.track(
-                epoch,
-                {"train/loss": stats.loss, "train/lr": stats.lr, "train/images_per_s": stats.images_per_s},
-            )
-            _logger.info(
-                "epoch %d/%d  loss %.4f  lr %.3g  %.0f img/s  %.1f s",
-                epoch + 1, cfg.epochs, stats.loss, stats.lr, stats.images_per_s, stats.seconds,
-            )  # fmt: skip
+            run.record_epoch(epoch, stats)
         if env.is_main:
             _plot(cfg, run.run_dir, model, img_size)
     return run.run_dir
