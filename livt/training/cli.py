@@ -155,8 +155,9 @@ def _run_stage(args: argparse.Namespace) -> int:
     data_options.update(_key_values(flags.get("data_opt", []), "--data-opt"))
     if data_options:
         overrides["dataset_options"] = data_options
-    if "init" in flags and "model" not in flags:
-        # The shape is the checkpoint's: a recipe's model describes its own from-scratch run.
+    if "init" in flags and "model" not in flags and not (Path(flags["init"]) / "checkpoints").is_dir():
+        # A downloaded checkpoint brings its own shape: a recipe's model is the one its MGP run trains
+        # (which a livt run folder still matches, so its config keeps naming it).
         overrides["model"] = ""
     if flags.get("loss_opt"):
         overrides["loss_options"] = _key_values(flags["loss_opt"], "--loss-opt")
