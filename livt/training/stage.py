@@ -259,12 +259,14 @@ class Run:
     def train_epoch(self, epoch: int, loss_fn: engine.LossFn) -> engine.EpochStats:
         """One epoch of optimizer steps (``epoch`` counted from 0, as checkpoints and metrics.jsonl do)."""
         self.opt.loader.set_epoch(epoch)
-        stats = engine.train_one_epoch(
-            self.train_model, self.opt.loader, loss_fn, self.opt.optimizer, self.opt.scheduler,
-            env=self.env, epoch=epoch, epochs=self.cfg.epochs, step=self.step,
-            steps_per_epoch=self.opt.steps_per_epoch, accum_steps=self.cfg.accum_steps,
-            clip_grad=self.cfg.clip_grad, amp_dtype=self.amp_dtype, progress=self.progress,
+        plan = engine.StepPlan(
+            self.env, self.opt.steps_per_epoch, self.cfg.accum_steps, self.cfg.clip_grad, self.amp_dtype,
+            self.progress, self.cfg.epochs,
             after_step=None if self.ema is None else lambda step: self.ema.update(self.model, step=step),
+        )  # fmt: skip
+        stats = engine.train_one_epoch(
+            self.train_model, self.opt.loader, loss_fn, self.opt.optimizer, self.opt.scheduler, plan,
+            epoch=epoch, step=self.step,
         )  # fmt: skip
         self.step = stats.step
         return stats
