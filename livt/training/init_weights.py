@@ -74,10 +74,6 @@ class InitWeights:
     dropped: list[str] = field(default_factory=list)
     guessed: list[str] = field(default_factory=list)  # shape fields the weights do not determine
 
-    def describe(self) -> str:
-        """``FILE (FORMAT, sha256 PREFIX)`` for log lines and errors."""
-        return f"{self.path} ({self.format}, sha256 {self.sha256[:12]})"
-
 
 def read_init(source: str | Path) -> InitWeights:
     """Read ``source``: a livt run folder, a timm model folder, or a checkpoint file.
@@ -322,6 +318,11 @@ def load_init(model: nn.Module, init: InitWeights, *, new: frozenset[str] = froz
     dropped = list(init.dropped)
     if is_mae:
         decoder, fresh = _fit_decoder(init, model)
+        if (
+            "decoder_pos_embed" in decoder
+            and decoder["decoder_pos_embed"] is not init.decoder["decoder_pos_embed"]
+        ):
+            resampled.append("decoder_pos_embed")
         state.update(decoder)
         new = new | fresh
     elif init.decoder:
@@ -378,11 +379,10 @@ def _fit_decoder(init: InitWeights, model: nn.Module) -> tuple[dict[str, torch.T
     count or patch size (``decoder_pred``) stays fresh alone, since it predicts other pixels.
     """
     own = {k for k in model.state_dict() if _DECODER.match(k)}
-    if (
-        init.mae is None
-        or init.mae.decoder_embed_dim != model.mae_config.decoder_embed_dim
-        or (init.mae.decoder_depth != model.mae_config.decoder_depth)
-    ):
+    source, own_shape = init.mae, model.mae_config
+    if source is None or (source.decoder_embed_dim, source.decoder_depth) != (
+        own_shape.decoder_embed_dim, own_shape.decoder_depth
+    ):  # fmt: skip
         return {}, frozenset(own)
     decoder = dict(init.decoder)
     pos = decoder.get("decoder_pos_embed")

@@ -113,6 +113,19 @@ def test_mae_release_continues_mgp_with_its_decoder_and_finetunes_without_it(tmp
     )
 
 
+def test_mae_release_at_another_size_and_channel_count_resamples_the_grids(tmp_path: Path):
+    path, state = _mae_release(tmp_path, decoder=True)
+    init = read_init(path)
+    grey16 = ViTConfig(**{**init.vit.to_dict(), "img_size": 16, "in_chans": 1})
+    mae = MaskedAutoencoder(grey16, init.mae)
+    record = load_init(mae, init)
+    assert record["resampled"] == ["encoder.pos_embed", "decoder_pos_embed"]
+    assert record["adapted"] == ["encoder.patch_embed.proj.weight"]
+    assert record["new"] == ["decoder_pred.bias", "decoder_pred.weight"]  # it predicts grey pixels now
+    torch.testing.assert_close(mae.decoder_pos_embed, interpolate_pos_embed(state["decoder_pos_embed"], 4))
+    torch.testing.assert_close(mae.decoder_blocks[0].mlp.fc1.weight, state["decoder_blocks.0.mlp.fc1.weight"])
+
+
 def test_mae_release_without_decoder_gives_pretrain_a_fresh_one(tmp_path: Path):
     path, state = _mae_release(tmp_path, decoder=False)
     init = read_init(path)
