@@ -1,4 +1,4 @@
-"""``livt-train pretrain | finetune | evaluate | export-encoder | list``: a thin layer from flags to the stage functions.
+"""``livt-train pretrain | finetune | evaluate | export-encoder | list``: flags to the stage functions, thinly.
 
 Flags mirror the stage config fields (``--batch-size`` sets ``batch_size``); only flags given
 explicitly override the recipe / config file. Known errors print one line and exit with status 2.

@@ -246,7 +246,7 @@ class FinetuneConfig(TrainConfig):
             self.aa = None
         _require(
             (self.init is not None) != self.from_scratch,
-            "give exactly one of --init PRETRAIN_RUN_DIR and --from-scratch",
+            "give exactly one of --init RUN_DIR|CHECKPOINT and --from-scratch",
         )
         _require(bool(self.model) or self.init is not None, "model is required with --from-scratch")
         _require(self.tau >= 0, f"tau must be >= 0, got {self.tau}")
