@@ -225,6 +225,8 @@ def _from_state(
     return InitWeights(path, fmt, sha256, encoder, decoder, vit, mae, dropped, guessed)
 
 
+# The one release width that is not 64 channels a head: ViT-H (1280 wide, 16 heads).
+_HEADS_BY_WIDTH = {1280: 16}
 _NEEDED = ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.mlp.fc1.weight")
 
 
@@ -232,7 +234,7 @@ def _infer_vit(
     path: Path, encoder: dict[str, torch.Tensor], num_heads: int | None
 ) -> tuple[ViTConfig, list[str]]:
     """The encoder's shape from its weights; the heads (which weights do not show) from ``num_heads``,
-    else 64 channels a head as every ViT/DeiT/MAE release up to ViT-L has."""
+    else 64 channels a head as every ViT/DeiT/MAE release up to ViT-L has (ViT-H: 16)."""
     missing = [k for k in _NEEDED if k not in encoder]
     if missing:
         raise CheckpointError(f"{path} holds no ViT encoder: missing {_keys(missing)}")
@@ -245,7 +247,7 @@ def _infer_vit(
     depth = 1 + max(int(k.split(".")[1]) for k in encoder if k.startswith("blocks."))
     guessed = []
     if num_heads is None:
-        num_heads, guessed = max(1, embed_dim // 64), ["num_heads"]
+        num_heads, guessed = _HEADS_BY_WIDTH.get(embed_dim, max(1, embed_dim // 64)), ["num_heads"]
     try:
         vit = ViTConfig(
             img_size=side * patch, patch_size=patch, in_chans=in_chans, num_classes=0, embed_dim=embed_dim,

@@ -81,6 +81,15 @@ def test_timm_hub_folder_and_cache_entry(tmp_path: Path, safe: bool):
     _assert_encoder_equals(model, vit.state_dict())
 
 
+def test_timm_hub_config_without_model_args_takes_the_heads_from_its_architecture(tmp_path: Path):
+    # What the hub holds for timm's own releases: the architecture, no model_args.
+    save_file(_timm_vit().state_dict(), str(tmp_path / "model.safetensors"))
+    config = {"architecture": TIMM_ARCH, "num_classes": 1000, "pretrained_cfg": {"tag": "augreg_in21k"}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    init = read_init(tmp_path)
+    assert init.vit.num_heads == 3 and init.guessed == [] and init.vit.name == TIMM_ARCH
+
+
 def _mae_release(tmp_path: Path, *, decoder: bool) -> tuple[Path, dict[str, torch.Tensor]]:
     """An MAE ``.pth`` as facebookresearch/mae saves it: ``{"model": state_dict}``, encoder keys at the top."""
     torch.manual_seed(1)
