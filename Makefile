@@ -10,7 +10,7 @@ TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 RUNS ?= runs
 
-.PHONY: install data demo test lint pytest serve-artifact serve-check docker-check lock study bench bench-docker page-figures clean
+.PHONY: install data browser demo test lint pytest serve-artifact serve-check docker-check lock study bench bench-docker page-figures clean
 
 install: $(VENV)/.installed
 
@@ -39,7 +39,19 @@ lint: install
 	$(VENV)/bin/ruff check livt tests benchmarks scripts
 	$(VENV)/bin/ruff format --check livt tests benchmarks scripts
 
-pytest: install
+# Chromium drives the page's test (tests/serving/test_page_browser.py): Debian's, installed when missing
+# and root (as docker-check installs Docker); otherwise that test is skipped, and pytest's closing
+# summary lists every skipped test with the command that runs it.
+browser:
+	@if [ -n "$$LIVT_CHROMIUM" ] || command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then \
+		echo "Chromium: found"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq chromium; \
+	else \
+		echo "Chromium missing: the page's browser test will be skipped (sudo apt-get install chromium)" >&2; \
+	fi
+
+pytest: install browser
 	$(VENV)/bin/pytest -q
 
 # An artifact made the way users make one (a tiny synthetic run, then livt-export), made once per

@@ -150,7 +150,7 @@ def _crossings(study: Study, setting: str, results: list[dict[str, Any]]) -> str
     """
     if not results:
         return "-"
-    from livt.training.config import build_config
+    from livt.training.config_sources import build_config
     from livt.training.losses import build_loss
 
     cfg = build_config("finetune", recipe=study.recipes[setting], overrides={"init": "mgp"})

@@ -30,13 +30,8 @@ from harness.report import write_json
 from harness.runs import check_reusable, run_state
 
 from livt.metrics import tail_accuracy
-from livt.training.config import (
-    MODEL_SIZE_FIELDS,
-    PRECISIONS,
-    ConfigError,
-    build_config,
-    recipe_path,
-)
+from livt.training.config import MODEL_SIZE_FIELDS, PRECISIONS, ConfigError
+from livt.training.config_sources import build_config, recipe_path
 from livt.training.rundir import read_history
 
 _GRID_KEYS = {"recipe", "pretrain", "finetune", "not_chosen"}

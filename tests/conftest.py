@@ -28,3 +28,19 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     finally:
         torch.set_num_threads(threads)
     return run
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """End with what was skipped and the command that runs it: a skip in the scroll-back is easy to miss."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        key = (report.nodeid.split("::")[0], reason.removeprefix("Skipped: "))
+        groups.setdefault(key, []).append(report.nodeid)
+    if not groups:
+        return
+    terminalreporter.section("skipped, and the command that runs it")
+    for (path, reason), nodeids in sorted(groups.items()):
+        terminalreporter.write_line(f"{path}: {reason} ({len(nodeids)} test(s))")
+        terminalreporter.write_line(f"  .venv/bin/pytest {path if len(nodeids) > 2 else ' '.join(nodeids)}")

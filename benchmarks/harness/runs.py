@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from livt.training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint_meta
-from livt.training.config import ConfigError, build_config, load_run_config
+from livt.training.config import ConfigError
+from livt.training.config_sources import build_config, load_run_config
 from livt.training.rundir import CONFIG_FILE, RUNTIME_FIELDS
 
 

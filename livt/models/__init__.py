@@ -3,7 +3,7 @@
 from livt.models.mae import MAEConfig, MaskedAutoencoder
 from livt.models.pos_embed import get_2d_sincos_pos_embed, interpolate_pos_embed
 from livt.models.registry import list_presets, vit_config
-from livt.models.vit import ViTConfig, create_classifier, load_encoder_weights
+from livt.models.vit import ViTConfig, create_classifier
 
 __all__ = [
     "MAEConfig",
@@ -13,6 +13,5 @@ __all__ = [
     "get_2d_sincos_pos_embed",
     "interpolate_pos_embed",
     "list_presets",
-    "load_encoder_weights",
     "vit_config",
 ]

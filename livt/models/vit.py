@@ -9,7 +9,6 @@ only the head missing.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -18,11 +17,7 @@ from typing import Any, TypeVar
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from livt.models.pos_embed import get_2d_sincos_pos_embed, interpolate_pos_embed
-
-_logger = logging.getLogger(__name__)
-
-_HEAD_KEYS = frozenset({"head.weight", "head.bias"})
+from livt.models.pos_embed import get_2d_sincos_pos_embed
 
 _C = TypeVar("_C")
 
@@ -130,31 +125,3 @@ def create_classifier(cfg: ViTConfig) -> VisionTransformer:
     with torch.no_grad():
         model.pos_embed.copy_(torch.from_numpy(sincos).unsqueeze(0))
     return model
-
-
-def load_encoder_weights(model: VisionTransformer, encoder_state: Mapping[str, torch.Tensor]) -> list[str]:
-    """Load an MGP encoder's state dict (``MaskedAutoencoder.encoder.state_dict()``) into ``model``.
-
-    A ``pos_embed`` for another patch grid (pretraining at a different resolution) is resampled
-    to ``model``'s grid. Anything beyond the head being missing is a mismatch and raises
-    ``ValueError`` naming the keys.
-
-    Returns:
-        The keys left at their initial values (``head.weight``, ``head.bias`` when ``model`` has a head).
-    """
-    state = dict(encoder_state)
-    if "pos_embed" in state and state["pos_embed"].shape != model.pos_embed.shape:
-        _logger.info(
-            "resampling pos_embed %s -> %s", tuple(state["pos_embed"].shape), tuple(model.pos_embed.shape)
-        )
-        state["pos_embed"] = interpolate_pos_embed(
-            state["pos_embed"], model.patch_embed.grid_size, num_prefix_tokens=model.num_prefix_tokens
-        )
-    result = model.load_state_dict(state, strict=False)
-    unexpected_missing = sorted(set(result.missing_keys) - _HEAD_KEYS)
-    if unexpected_missing or result.unexpected_keys:
-        raise ValueError(
-            "encoder weights do not match the classifier: "
-            f"missing {unexpected_missing}, unexpected {sorted(result.unexpected_keys)}"
-        )
-    return sorted(result.missing_keys)

@@ -1,4 +1,4 @@
-"""``livt-train pretrain | finetune | evaluate | list``: a thin layer from flags to the stage functions.
+"""``livt-train pretrain | finetune | evaluate | export-encoder | list``: flags to the stage functions, thinly.
 
 Flags mirror the stage config fields (``--batch-size`` sets ``batch_size``); only flags given
 explicitly override the recipe / config file. Known errors print one line and exit with status 2.
@@ -24,18 +24,12 @@ from livt import __version__
 from livt.data import DatasetNotFoundError
 from livt.flags import add_dataclass_flags, field_flag
 from livt.training.checkpoint import CheckpointError
-from livt.training.config import (
-    MODEL_SIZE_FIELDS,
-    STAGE_CONFIGS,
-    ConfigError,
-    EvaluateConfig,
-    TrainConfig,
-    build_config,
-    config_to_yaml,
-    list_recipes,
-)
+from livt.training.config import MODEL_SIZE_FIELDS, STAGE_CONFIGS, ConfigError, EvaluateConfig, TrainConfig
+from livt.training.config_sources import build_config, config_to_yaml, list_recipes
 from livt.training.distributed import cleanup
 from livt.training.engine import TrainingDiverged
+from livt.training.export_encoder import EXPORT_FORMATS
+from livt.training.progress import PROGRESS_MODES, console_progress
 from livt.training.rundir import plan_run_dir, run_log
 
 # The data set's own "files not found" errors are FileNotFoundError (or subclasses).
@@ -96,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--resume", action="store_true", help="continue the run in --out from checkpoints/last"
         )
         p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        _add_progress_flags(p)
         p.add_argument(
             "--print-config", action="store_true", help="print the resolved config as YAML and exit"
         )
@@ -112,13 +106,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate a finetune run's best (or last) checkpoint",
         argument_default=argparse.SUPPRESS,
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_progress_flags(p)
     add_dataclass_flags(p, EvaluateConfig)
     p.set_defaults(handler=_run_evaluate)
+    p = sub.add_parser(
+        "export-encoder",
+        help="write a run's encoder as the timm (model folder) or MAE (.pth) releases do, for --init or timm",
+    )
+    p.add_argument("run", help="a pretrain or finetune run folder")
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="timm", help="release format (default: timm)")
+    p.add_argument(
+        "--out", help="where to write (default: RUN/export/encoder-timm or RUN/export/encoder-mae.pth)"
+    )
+    p.set_defaults(handler=_run_export_encoder)
     p = sub.add_parser("list", help="the recipes, models, data sets and losses there are")
     p.add_argument("what", nargs="?", choices=LISTS, help="one list (default: all)")
     p.set_defaults(handler=_run_list)
     return parser
+
+
+def _add_progress_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--progress",
+        choices=PROGRESS_MODES,
+        help="auto (default): progress bars on a terminal, else one line an epoch; bar; line; none: "
+        "not even the epoch lines (train.log has them)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars (--progress line)")
+
+
+def _progress_mode(flags: dict[str, Any]) -> str:
+    return flags.get("progress") or ("line" if flags.get("quiet") else "auto")
 
 
 def _run_stage(args: argparse.Namespace) -> int:
@@ -129,6 +147,10 @@ def _run_stage(args: argparse.Namespace) -> int:
     data_options.update(_key_values(flags.get("data_opt", []), "--data-opt"))
     if data_options:
         overrides["dataset_options"] = data_options
+    if "init" in flags and "model" not in flags and not (Path(flags["init"]) / "checkpoints").is_dir():
+        # A downloaded checkpoint brings its own shape: a recipe's model is the one its MGP run trains
+        # (which a livt run folder still matches, so its config keeps naming it).
+        overrides["model"] = ""
     if flags.get("loss_opt"):
         overrides["loss_options"] = _key_values(flags["loss_opt"], "--loss-opt")
     recipe, config = flags.get("recipe"), flags.get("config")
@@ -137,15 +159,11 @@ def _run_stage(args: argparse.Namespace) -> int:
         # Continuing a run: its own config.yaml is the starting point.
         config = Path(flags["out"]) / "config.yaml"
     # Held for train.log: what resolving the config says (a recipe's data options dropped) belongs to the run.
-    with run_log():
+    with run_log(), console_progress(_progress_mode(flags)) as bars:
         cfg = build_config(args.stage, recipe=recipe, config=config, overrides=overrides)
         if flags.get("print_config"):
             return _print_config(cfg)
-        kwargs = {
-            "resume_run": resume,
-            "overwrite": flags.get("overwrite", False),
-            "progress": not flags.get("quiet"),
-        }
+        kwargs = {"resume_run": resume, "overwrite": flags.get("overwrite", False), "progress": bars}
         if args.stage == "pretrain":
             from livt.training.pretrain import pretrain
 
@@ -202,8 +220,19 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     cfg = EvaluateConfig(
         **{k: v for k, v in flags.items() if k in {f.name for f in dataclasses.fields(EvaluateConfig)}}
     )
-    out = evaluate_run(cfg, progress=not flags.get("quiet"))
+    with console_progress(_progress_mode(flags)) as bars:
+        out = evaluate_run(cfg, progress=bars)
     print(f"wrote {out}")
+    return 0
+
+
+def _run_export_encoder(args: argparse.Namespace) -> int:
+    from livt.training.export_encoder import export_encoder
+
+    out = export_encoder(Path(args.run), args.format, Path(args.out) if args.out else None)
+    print(f"wrote {out}")
+    print("next:")
+    print("  " + shlex.join(["livt-train", "finetune", "--dataset", "DATASET", "--init", str(out)]))
     return 0
 
 
@@ -232,7 +261,7 @@ def _run_list(args: argparse.Namespace) -> int:
 
 def _recipe_line(name: str) -> str:
     """A recipe's data set and model, read from its file."""
-    from livt.training.config import recipe_path
+    from livt.training.config_sources import recipe_path
 
     data = yaml.safe_load(recipe_path(name).read_text(encoding="utf-8")) or {}
     return f"{data.get('dataset', '?')}, {data.get('model', '?')}"

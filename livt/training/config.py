@@ -1,21 +1,6 @@
-"""Typed stage configs and the rule that builds them from defaults, a recipe, a config file and flags.
+"""Typed stage configs: one dataclass per stage, validated on creation.
 
-One dataclass per stage, validated on creation. Values are resolved in this order, later wins:
-dataclass defaults < recipe (``--recipe``) < config file (``--config``) < explicit command-line flags.
-
-A recipe is a YAML file with shared keys at the top level and one section per stage::
-
-    dataset: fashion-mnist-lt          # shared: fields of TrainConfig, valid for both stages
-    dataset_options: {imbalance_factor: 100}
-    pretrain: {model: vit_fmnist, epochs: 30, mask_ratio: 0.75}
-    finetune: {epochs: 15, loss: bal-bce, tau: 1.0}
-
-A layer's ``dataset_options`` belong to the data set named in that layer or below it: a later layer
-that names another data set (``--recipe fashion-mnist-lt --dataset imagefolder``) drops them, with a
-note in the log, since they describe how to cut the recipe's data set, not the user's.
-
-A run's ``config.yaml`` is the resolved stage config, flat, with a ``stage`` key; it is a valid
-``--config`` for the same stage and reproduces the run.
+``livt.training.config_sources`` builds them from defaults, a recipe, a config file and flags.
 """
 
 from __future__ import annotations
@@ -23,10 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
-
-import yaml
 
 from livt.flags import check_choices, plain_values
 from livt.images import INTERPOLATIONS
@@ -35,7 +17,6 @@ from livt.prior import SMOOTHING_TOWARD
 
 _logger = logging.getLogger(__name__)
 
-RECIPE_DIR = Path(__file__).parent / "recipes"
 STAGES = ("pretrain", "finetune")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -150,7 +131,7 @@ class TrainConfig:
         stage = data.pop("stage", cls.stage)
         if stage != cls.stage:
             raise ConfigError(f"config is for stage {stage!r}, not {cls.stage!r}")
-        return cls(**_plain(cls, data, f"{cls.stage} config"))
+        return cls(**plain_config(cls, data, f"{cls.stage} config"))
 
     def differences(self, other: TrainConfig, ignore: tuple[str, ...] = ()) -> list[str]:
         """``field: mine -> theirs`` for every field that differs, except those in ``ignore``."""
@@ -179,10 +160,17 @@ class PretrainConfig(TrainConfig):
     decoder_embed_dim: int = _opt(512, "MAE decoder width")
     decoder_depth: int = _opt(8, "MAE decoder blocks")
     decoder_num_heads: int = _opt(16, "MAE decoder attention heads")
+    init: str | None = _opt(
+        None,
+        "continue MGP from a pretrain run folder or an MAE / timm / DeiT checkpoint (its decoder "
+        "where it has one); the model's shape is the checkpoint's unless --model is given",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _require(bool(self.model), "model is required (--model NAME or a recipe)")
+        _require(
+            bool(self.model) or self.init is not None, "model is required (--model NAME, a recipe or --init)"
+        )
         _require(0 < self.mask_ratio < 1, f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
         for name in ("decoder_embed_dim", "decoder_depth", "decoder_num_heads"):
             _require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
@@ -199,7 +187,11 @@ class FinetuneConfig(TrainConfig):
 
     stage: ClassVar[str] = "finetune"
 
-    init: str | None = _opt(None, "pretrain run folder whose encoder initialises the model")
+    init: str | None = _opt(
+        None,
+        "pretrain run folder, or an MAE / timm / DeiT checkpoint (file or timm model folder), "
+        "whose encoder initialises the model",
+    )
     from_scratch: bool = _opt(False, "start from random weights instead of --init")
     loss: str = _opt("bal-bce", "loss name (livt.training.losses registry)")
     tau: float = _opt(1.0, "strength of the prior bias in balanced losses")
@@ -242,7 +234,7 @@ class FinetuneConfig(TrainConfig):
             self.aa = None
         _require(
             (self.init is not None) != self.from_scratch,
-            "give exactly one of --init PRETRAIN_RUN_DIR and --from-scratch",
+            "give exactly one of --init RUN_DIR|CHECKPOINT and --from-scratch",
         )
         _require(bool(self.model) or self.init is not None, "model is required with --from-scratch")
         _require(self.tau >= 0, f"tau must be >= 0, got {self.tau}")
@@ -284,119 +276,6 @@ class EvaluateConfig:
 STAGE_CONFIGS: dict[str, type[TrainConfig]] = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}
 
 
-def recipe_path(name: str) -> Path:
-    """A recipe file: ``livt/training/recipes/NAME.yaml`` or a path to a YAML file."""
-    path = Path(name)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"recipe file {path} does not exist")
-        return path
-    path = RECIPE_DIR / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"unknown recipe {name!r}; available: {', '.join(list_recipes())}")
-    return path
-
-
-def list_recipes() -> list[str]:
-    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
-
-
-def read_stage_values(path: Path | str, stage: str) -> dict[str, Any]:
-    """The values a recipe or a run's ``config.yaml`` gives for ``stage`` (flat, not yet validated).
-
-    A recipe contributes its shared keys plus its ``stage`` section; a run config must be of ``stage``.
-    """
-    path = Path(path)
-    cls = STAGE_CONFIGS[stage]
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file {path} does not exist") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of keys to values")
-    if "stage" in data:
-        if data["stage"] != stage:
-            raise ConfigError(f"{path} is a {data['stage']!r} config, not {stage!r}")
-        values = {k: v for k, v in data.items() if k != "stage"}
-        _plain(cls, values, str(path))
-        return values
-    sections = {s: data.pop(s, None) or {} for s in STAGES}
-    _plain(TrainConfig, data, f"{path} (shared keys)")
-    _plain(cls, sections[stage], f"{path} ({stage} section)")
-    return merge_values(data, sections[stage])
-
-
-def merge_values(*layers: dict[str, Any]) -> dict[str, Any]:
-    """Merge value layers, later wins; option dicts are merged key by key instead of replaced."""
-    out: dict[str, Any] = {}
-    for layer in layers:
-        for key, value in layer.items():
-            if isinstance(value, dict) and isinstance(out.get(key), dict):
-                out[key] = {**out[key], **value}
-            else:
-                out[key] = value
-    return out
-
-
-def build_config(
-    stage: str,
-    *,
-    recipe: str | None = None,
-    config: str | Path | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> TrainConfig:
-    """Resolve a stage config: defaults < recipe < config file < overrides (explicit flags)."""
-    if stage not in STAGE_CONFIGS:
-        raise ConfigError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
-    layers = []
-    if recipe is not None:
-        layers.append((f"recipe {recipe}", read_stage_values(recipe_path(recipe), stage)))
-    if config is not None:
-        layers.append((str(config), read_stage_values(config, stage)))
-    layers.append(("the command line", overrides or {}))
-    return STAGE_CONFIGS[stage].from_dict(merge_values(*_scope_dataset_options(layers)))
-
-
-def _scope_dataset_options(layers: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-    """The layers, less the ``dataset_options`` of a data set that a later layer replaces (noted)."""
-    kept: list[dict[str, Any]] = []
-    dataset = None
-    for where, layer in layers:
-        if layer.get("dataset") not in (None, dataset) and dataset is not None:
-            dropped = merge_values(*(k.get("dataset_options") or {} for k in kept))
-            if dropped:
-                _logger.info(
-                    "%s sets dataset %s: dropped the dataset options of %s (%s); give one again with "
-                    "--data-opt KEY=VALUE to keep it",
-                    where, layer["dataset"], dataset, ", ".join(f"{k}={v}" for k, v in dropped.items()),
-                )  # fmt: skip
-            kept = [{k: v for k, v in earlier.items() if k != "dataset_options"} for earlier in kept]
-        dataset = layer.get("dataset", dataset)
-        kept.append(layer)
-    return kept
-
-
-def load_run_config(run_dir: Path | str) -> TrainConfig:
-    """The config saved in a run folder's ``config.yaml``."""
-    path = Path(run_dir) / "config.yaml"
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path} does not exist") from exc
-    stage = data.get("stage")
-    if stage not in STAGE_CONFIGS:
-        raise ConfigError(f"{path} has no valid 'stage' key (got {stage!r})")
-    if stage == "finetune":  # written before the option: those runs smoothed toward uniform
-        data.setdefault("smoothing_toward", "uniform")
-    return STAGE_CONFIGS[stage].from_dict(data)
-
-
-def config_to_yaml(cfg: TrainConfig) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-
-
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
@@ -416,7 +295,7 @@ def _check_common(config: Any) -> None:
     )
 
 
-def _plain(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
+def plain_config(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
     """``data`` in the field types of ``cls``; ``ConfigError`` naming an unknown key or a wrong value."""
     try:
         return plain_values(cls, data, where)

@@ -84,82 +84,66 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None)
 
 
+@dataclass(frozen=True)
+class StepPlan:
+    """How a run's optimizer steps go, the same every epoch."""
+
+    env: DistEnv
+    steps_per_epoch: int
+    accum_steps: int = 1  # micro-batches a step
+    clip_grad: float | None = None
+    amp_dtype: torch.dtype | None = None
+    progress: bool = True  # a tqdm bar (rank 0)
+    epochs: int | None = None  # the run's length, shown as "epoch N/epochs"
+    after_step: Callable[[int], None] | None = None  # called with the steps done (a weight EMA's update)
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: Iterable,
     loss_fn: LossFn,
     optimizer: torch.optim.Optimizer,
     scheduler: Scheduler,
+    plan: StepPlan,
     *,
-    env: DistEnv,
     epoch: int,
     step: int,
-    steps_per_epoch: int,
-    epochs: int | None = None,
-    accum_steps: int = 1,
-    clip_grad: float | None = None,
-    amp_dtype: torch.dtype | None = None,
-    progress: bool = True,
-    after_step: Callable[[int], None] | None = None,
 ) -> EpochStats:
-    """Run ``steps_per_epoch`` optimizer steps of ``accum_steps`` micro-batches each.
+    """Run ``plan.steps_per_epoch`` optimizer steps of ``plan.accum_steps`` micro-batches each.
 
-    ``epoch`` counts from 0 (as checkpoints do); the bar and the messages count from 1, of ``epochs``.
-    ``step`` counts optimizer steps before this epoch (it drives the lr schedule). Micro-batches
-    beyond the last full accumulation group are skipped, so every step sees the same batch size.
-    ``after_step(steps_done)`` runs after every optimizer step (a weight EMA's update).
+    ``epoch`` counts from 0 (as checkpoints do); the bar and the messages count from 1. ``step``
+    counts optimizer steps before this epoch (it drives the lr schedule). Micro-batches beyond the
+    last full accumulation group are skipped, so every step sees the same batch size.
 
     Raises:
-        TrainingDiverged: a NaN/inf loss (checked on every rank, before its backward pass).
+        TrainingDiverged: a NaN/inf loss (checked on every rank, before its backward pass) or gradient.
     """
     model.train()
-    device = env.device
+    env, accum = plan.env, plan.accum_steps
     optimizer.zero_grad(set_to_none=True)
-    shown = f"epoch {epoch + 1}" + (f"/{epochs}" if epochs else "")
-    bar = tqdm(total=steps_per_epoch, desc=shown, disable=not (progress and env.is_main), leave=False)
-    loss_sum = torch.zeros((), device=device)
-    micro_batches = 0
-    images_seen = 0
+    shown = f"epoch {epoch + 1}" + (f"/{plan.epochs}" if plan.epochs else "")
+    bar = tqdm(
+        total=plan.steps_per_epoch, desc=shown, disable=not (plan.progress and env.is_main), leave=False
+    )
+    loss_sum = torch.zeros((), device=env.device)
+    micro_batches = images_seen = 0
     start = time.perf_counter()
     for i, (images, targets) in enumerate(loader):
-        if i >= steps_per_epoch * accum_steps:
+        if i >= plan.steps_per_epoch * accum:
             break
-        if i % accum_steps == 0:
+        if i % accum == 0:
             scheduler.step_update(step)
-        images = images.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
-        syncs = (i + 1) % accum_steps == 0
-        # DDP all-reduces gradients on every backward unless told to wait for the last micro-batch.
-        sync_ctx = contextlib.nullcontext() if syncs or not env.distributed else model.no_sync()
-        with sync_ctx:
-            with autocast(device, amp_dtype):
-                loss = loss_fn(model, images, targets)
-            mean_loss = all_reduce_mean(loss.detach().float(), env)
-            if not math.isfinite(mean_loss.item()):
-                raise TrainingDiverged(
-                    f"loss is {mean_loss.item()} at step {step} ({shown}, lr "
-                    f"{current_lr(optimizer):.3g}); stopped before updating, the last saved "
-                    "checkpoint is intact (lower --blr/--lr or set --clip-grad)"
-                )
-            (loss / accum_steps).backward()
+        syncs = (i + 1) % accum == 0
+        where = f"step {step} ({shown}, lr {current_lr(optimizer):.3g})"
+        mean_loss = _backward(model, loss_fn, images, targets, plan, syncs=syncs, where=where)
         loss_sum += mean_loss
         micro_batches += 1
         images_seen += images.shape[0] * env.world_size
         if syncs:
-            # A finite loss can still give inf/NaN gradients (bf16 overflow): never step on them, or
-            # the next checkpoint would save NaN weights.
-            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), clip_grad or math.inf)
-            if not torch.isfinite(grad_norm):
-                raise TrainingDiverged(
-                    f"gradient norm is {grad_norm.item()} at step {step} ({shown}, lr "
-                    f"{current_lr(optimizer):.3g}); stopped before updating, the last saved "
-                    "checkpoint is intact (lower --blr/--lr or set --clip-grad)"
-                )
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            _optimizer_step(model, optimizer, plan.clip_grad, where)
             step += 1
-            if after_step is not None:
-                after_step(step)
+            if plan.after_step is not None:
+                plan.after_step(step)
             bar.update(1)
             bar.set_postfix(
                 loss=f"{mean_loss.item():.4f}",
@@ -175,6 +159,49 @@ def train_one_epoch(
         seconds=seconds,
         step=step,
     )
+
+
+_STOPPED = (
+    "stopped before updating, the last saved checkpoint is intact (lower --blr/--lr or set --clip-grad)"
+)
+
+
+def _backward(
+    model: nn.Module,
+    loss_fn: LossFn,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    plan: StepPlan,
+    *,
+    syncs: bool,
+    where: str,
+) -> torch.Tensor:
+    """Forward and backward of one micro-batch; its loss averaged over ranks (checked finite first)."""
+    env = plan.env
+    images = images.to(env.device, non_blocking=True)
+    targets = targets.to(env.device, non_blocking=True)
+    # DDP all-reduces gradients on every backward unless told to wait for the last micro-batch.
+    sync_ctx = contextlib.nullcontext() if syncs or not env.distributed else model.no_sync()
+    with sync_ctx:
+        with autocast(env.device, plan.amp_dtype):
+            loss = loss_fn(model, images, targets)
+        mean_loss = all_reduce_mean(loss.detach().float(), env)
+        if not math.isfinite(mean_loss.item()):
+            raise TrainingDiverged(f"loss is {mean_loss.item()} at {where}; {_STOPPED}")
+        (loss / plan.accum_steps).backward()
+    return mean_loss
+
+
+def _optimizer_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, clip_grad: float | None, where: str
+) -> None:
+    # A finite loss can still give inf/NaN gradients (bf16 overflow): never step on them, or the
+    # next checkpoint would save NaN weights.
+    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), clip_grad or math.inf)
+    if not torch.isfinite(grad_norm):
+        raise TrainingDiverged(f"gradient norm is {grad_norm.item()} at {where}; {_STOPPED}")
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 @torch.no_grad()

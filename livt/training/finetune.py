@@ -7,8 +7,8 @@ scored and kept); the TEST split is read once, at the end, by the best checkpoin
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,9 @@ from livt.data import (
     eval_preprocess_config,
 )
 from livt.metrics import SCALAR_METRICS, compute_metrics
-from livt.models import ViTConfig, create_classifier, load_encoder_weights, vit_config
+from livt.models import ViTConfig, create_classifier
 from livt.training import engine, plots, stage
 from livt.training.checkpoint import (
-    CheckpointError,
     find_checkpoint,
     load_checkpoint_meta,
     load_model_weights,
@@ -33,15 +32,15 @@ from livt.training.checkpoint import (
 )
 from livt.training.config import ConfigError, FinetuneConfig
 from livt.training.distributed import DistEnv, barrier
+from livt.training.init_weights import InitWeights, load_init, log_init, read_init, run_model_config
 from livt.training.loaders import build_eval_loader
 from livt.training.losses import LongTailLoss, build_loss, loss_defaults
 from livt.training.report import format_report, percent, round_per_class, round_summary, write_report
-from livt.training.rundir import RunFolder, append_history, read_history
+from livt.training.rundir import RunFolder, read_history
 
 _logger = logging.getLogger(__name__)
 
-# Shape fields that must agree between the pretrained encoder and the classifier.
-_SHAPE_FIELDS = ("patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio")
+_HEAD = frozenset({"head.weight", "head.bias"})
 
 
 def finetune(
@@ -51,38 +50,34 @@ def finetune(
     return stage.run_stage(cfg, _finetune, resume_run=resume_run, overwrite=overwrite, progress=progress)
 
 
+@dataclass
+class _Splits:
+    """Every split a run reads, opened before its first step, and the model its input size fixes."""
+
+    train: Any
+    val: Any
+    val_loader: Any
+    final: Any  # the split the best checkpoint is scored on at the end (the val split where none)
+    final_name: str
+    vit: ViTConfig
+
+
 def _finetune(
     cfg: FinetuneConfig, folder: RunFolder, env: DistEnv, *, amp_dtype: torch.dtype | None, progress: bool
 ) -> Path:
-    pretrained = _pretrain_checkpoint(cfg.init) if cfg.init else None
+    init = read_init(cfg.init) if cfg.init else None
+    data = _open_splits(cfg, init, env)
+    train_set, vit = data.train, data.vit
 
-    # data: every split the run reads, opened before the first step; the model's input size first
-    train_set = stage.load_split(cfg, "train")
-    info, num_classes = train_set.info, len(train_set.classes)
-    vit = _model_config(cfg, pretrained, info, num_classes)
-    train_set.transform = build_train_transform(
-        info,
-        vit.img_size,
-        stage="finetune",
-        auto_augment=cfg.aa,
-        re_prob=cfg.reprob,
-        scale=(cfg.crop_scale, 1.0),
-    )
-    eval_transform = build_eval_transform(
-        info, vit.img_size, crop_pct=cfg.crop_pct, interpolation=cfg.interpolation
-    )
-    val_set = stage.load_split(cfg, "val", eval_transform)
-    final_set, final_split = _final_split(cfg, eval_transform)
-    val_loader = build_eval_loader(val_set, batch_size=cfg.batch_size, env=env, workers=cfg.workers)
-
-    # model: the MGP encoder plus a fresh head
+    # model: the pretrained encoder plus a fresh head
     model = create_classifier(vit)
-    if pretrained is not None:
-        _load_encoder(model, vit, pretrained)
+    loaded = load_init(model, init, new=_HEAD) if init is not None else None
+    if loaded is not None:
+        log_init(loaded)
     model.to(env.device)
 
     # loss and mixup
-    mixup = build_mixup(num_classes, cfg.mixup, cfg.cutmix)  # the loss smooths, mixed targets too
+    mixup = build_mixup(len(train_set.classes), cfg.mixup, cfg.cutmix)  # the loss smooths, mixed targets too
     criterion = _build_criterion(cfg, train_set.class_counts, train_set.classes).to(env.device)
     opt = stage.build_optimisation(
         cfg, model, train_set, env, layer_decay=cfg.layer_decay, even_batch=mixup is not None
@@ -94,10 +89,11 @@ def _finetune(
         cfg,
         model=vit.to_dict(),
         dataset=train_set,
-        preprocess=eval_preprocess_config(info, vit.img_size, cfg.crop_pct, cfg.interpolation),
+        preprocess=eval_preprocess_config(train_set.info, vit.img_size, cfg.crop_pct, cfg.interpolation),
     )
     meta.update(
-        mae=pretrained["meta"]["mae"] if pretrained else None,
+        mae=init.mae.to_dict() if init is not None and init.mae is not None else None,
+        init=loaded,
         loss=cfg.loss,
         tau=float(criterion.tau),
         many_threshold=cfg.many,
@@ -116,44 +112,71 @@ def _finetune(
             "finetune %s (%s) on %s: %d train / %d val images, %d px, %s loss, effective batch %d, lr %.3g, "
             "%d steps/epoch, epochs %d-%d",
             vit.name, f"init {cfg.init}" if cfg.init else "from scratch", cfg.dataset, len(train_set),
-            len(val_set), vit.img_size, cfg.loss, opt.effective_batch, opt.lr, opt.steps_per_epoch,
+            len(data.val), vit.img_size, cfg.loss, opt.effective_batch, opt.lr, opt.steps_per_epoch,
             run.start_epoch + 1, cfg.epochs,
         )  # fmt: skip
         for epoch in run.epochs():
             criterion.set_epoch(epoch)
             stats = run.train_epoch(epoch, loss_fn)
-            logits, targets = engine.evaluate(
-                run.scored_model, val_loader, env=env, amp_dtype=amp_dtype, progress=progress
-            )
-            val = compute_metrics(logits, targets, train_set.class_counts, many=cfg.many, few=cfg.few)
-            with torch.no_grad():
-                val_loss = float(criterion(logits.to(env.device), targets.to(env.device)))
-            val_summary = round_summary(val, len(val_set))
-            improved = run.best is None or val["balanced_acc"] > run.best
-            run.best = val["balanced_acc"] if improved else run.best
-            per_class = round_per_class(val["per_class"], val["confusion"])
-            meta.update(epoch=epoch, step=run.step, metrics={**val_summary, "per_class": per_class})
-            run.save_last(meta, epoch)
-            if env.is_main:
-                if improved:
-                    save_checkpoint(run.run_dir / "checkpoints" / "best", run.best_weights, meta)
-                append_history(run.run_dir, {
-                    "epoch": epoch, "step": run.step, "train_loss": stats.loss, "lr": stats.lr,
-                    "images_per_s": stats.images_per_s, "time": stats.seconds,
-                    "val": {**val_summary, "loss": round(val_loss, 4)},
-                })  # fmt: skip
-            run.track(epoch, {
-                "train/loss": stats.loss, "train/lr": stats.lr, "train/images_per_s": stats.images_per_s,
-                "val/loss": val_loss, **{f"val/{k}": v for k, v in val_summary.items()},
-            })  # fmt: skip
-            _logger.info(
-                "epoch %d/%d  loss %.4f  val loss %.4f  top1 %s  balanced %s%s  lr %.3g  %.0f img/s  %.1f s",
-                epoch + 1, cfg.epochs, stats.loss, val_loss, percent(val["top1"]), percent(val["balanced_acc"]),
-                "  (best)" if improved else "", stats.lr, stats.images_per_s, stats.seconds,
-            )  # fmt: skip
+            _validate(run, epoch, stats, data, criterion, meta)
         barrier(env)  # rank 0 has written checkpoints/best; every rank tests that same model
-        _test_best(run, final_set if final_set is not None else val_set, final_split, train_set)
+        _test_best(run, data.final, data.final_name, train_set)
     return run.run_dir
+
+
+def _open_splits(cfg: FinetuneConfig, init: InitWeights | None, env: DistEnv) -> _Splits:
+    """The training split, the model (its input size comes from the data), then the eval splits."""
+    train_set = stage.load_split(cfg, "train")
+    info = train_set.info
+    vit = run_model_config(
+        cfg, init, info.image_size, in_chans=info.channels, num_classes=len(train_set.classes),
+        drop_path_rate=cfg.drop_path,
+    )  # fmt: skip
+    train_set.transform = build_train_transform(
+        info, vit.img_size, stage="finetune", auto_augment=cfg.aa, re_prob=cfg.reprob,
+        scale=(cfg.crop_scale, 1.0),
+    )  # fmt: skip
+    eval_transform = build_eval_transform(
+        info, vit.img_size, crop_pct=cfg.crop_pct, interpolation=cfg.interpolation
+    )
+    val_set = stage.load_split(cfg, "val", eval_transform)
+    final_set, final_name = _final_split(cfg, eval_transform)
+    val_loader = build_eval_loader(val_set, batch_size=cfg.batch_size, env=env, workers=cfg.workers)
+    final = final_set if final_set is not None else val_set
+    return _Splits(train_set, val_set, val_loader, final, final_name, vit)
+
+
+def _validate(
+    run: stage.Run,
+    epoch: int,
+    stats: engine.EpochStats,
+    data: _Splits,
+    criterion: LongTailLoss,
+    meta: dict[str, Any],
+) -> None:
+    """Score the epoch on val, save ``last`` (and ``best`` when it improved), record the epoch."""
+    cfg, env = run.cfg, run.env
+    logits, targets = engine.evaluate(
+        run.scored_model, data.val_loader, env=env, amp_dtype=run.amp_dtype, progress=run.progress
+    )
+    val = compute_metrics(logits, targets, data.train.class_counts, many=cfg.many, few=cfg.few)
+    with torch.no_grad():
+        val_loss = float(criterion(logits.to(env.device), targets.to(env.device)))
+    val_summary = round_summary(val, len(data.val))
+    improved = run.best is None or val["balanced_acc"] > run.best
+    run.best = val["balanced_acc"] if improved else run.best
+    per_class = round_per_class(val["per_class"], val["confusion"])
+    meta.update(epoch=epoch, step=run.step, metrics={**val_summary, "per_class": per_class})
+    run.save_last(meta, epoch)
+    if env.is_main and improved:
+        save_checkpoint(run.run_dir / "checkpoints" / "best", run.best_weights, meta)
+    note = f"  val loss {val_loss:.4f}  top1 {percent(val['top1'])}  balanced {percent(val['balanced_acc'])}"
+    run.record_epoch(
+        epoch,
+        stats,
+        val={**val_summary, "loss": round(val_loss, 4)},
+        note=note + ("  (best)" if improved else ""),
+    )
 
 
 def _final_split(cfg: FinetuneConfig, transform: Any) -> tuple[Any | None, str]:
@@ -210,63 +233,3 @@ def _build_criterion(cfg: FinetuneConfig, class_counts: list[int], classes: list
     if conflict := criterion.smoothing_conflict(classes):
         _logger.warning("%s: %s", cfg.loss, conflict)
     return criterion
-
-
-def _pretrain_checkpoint(init: str) -> dict[str, Any]:
-    """Meta and ``encoder.*`` weights (prefix removed) of a pretrain run's last checkpoint."""
-    ckpt = find_checkpoint(Path(init), "last")
-    meta = load_checkpoint_meta(ckpt)
-    if meta.get("stage") != "pretrain":
-        raise CheckpointError(f"--init {init} is a {meta.get('stage')!r} run, not a pretrain run")
-    prefix = "encoder."
-    encoder = {k[len(prefix) :]: v for k, v in load_model_weights(ckpt).items() if k.startswith(prefix)}
-    if not encoder:
-        raise CheckpointError(f"{ckpt} holds no {prefix}* weights; is it an MGP checkpoint?")
-    return {"dir": ckpt, "meta": meta, "encoder": encoder}
-
-
-def _model_config(
-    cfg: FinetuneConfig, pretrained: dict[str, Any] | None, info: Any, num_classes: int
-) -> ViTConfig:
-    """The classifier's shape: ``--model`` if given, else the pretrained encoder's, then the size flags,
-    at the input size of ``input_size``.
-
-    Size flags that disagree with the pretrained encoder are caught by :func:`_load_encoder`.
-    """
-    try:
-        if cfg.model:
-            preset_patch = vit_config(cfg.model).patch_size
-        else:
-            preset_patch = ViTConfig.from_dict(pretrained["meta"]["model"]).patch_size
-        overrides = {
-            "img_size": stage.input_size(cfg, info.image_size, cfg.patch_size or preset_patch),
-            "in_chans": info.channels,
-            "num_classes": num_classes,
-            "drop_path_rate": cfg.drop_path,
-            **cfg.model_sizes(),
-        }
-        if cfg.model:
-            return vit_config(cfg.model, **overrides)
-        return dataclasses.replace(ViTConfig.from_dict(pretrained["meta"]["model"]), **overrides)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-
-
-def _load_encoder(model: torch.nn.Module, vit: ViTConfig, pretrained: dict[str, Any]) -> None:
-    """Load the MGP encoder; a different model size is a clear error, a different resolution is resampled."""
-    source = ViTConfig.from_dict(pretrained["meta"]["model"])
-    diffs = [
-        f"{k} {getattr(source, k)} vs {getattr(vit, k)}"
-        for k in _SHAPE_FIELDS
-        if getattr(source, k) != getattr(vit, k)
-    ]
-    if diffs:
-        raise ConfigError(
-            f"model size mismatch between pretrain ({source.name}, {pretrained['dir']}) and finetune "
-            f"({vit.name}): {', '.join(diffs)}"
-        )
-    try:
-        missing = load_encoder_weights(model, pretrained["encoder"])
-    except (ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"cannot load the encoder of {pretrained['dir']}: {exc}") from exc
-    _logger.info("loaded MGP encoder from %s (new: %s)", pretrained["dir"], ", ".join(missing))

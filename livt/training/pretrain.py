@@ -1,7 +1,8 @@
 """MGP: masked generative pretraining of a ViT encoder on the long-tailed training images.
 
 Labels are never used. The run folder keeps the whole MAE (encoder keys ``encoder.*``), which
-``livt-train finetune --init RUN_DIR`` loads into a classifier.
+``livt-train finetune --init RUN_DIR`` loads into a classifier. ``--init`` continues MGP from a
+run folder or a released checkpoint (``livt.training.init_weights``).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from pathlib import Path
 import torch
 
 from livt.data import build_eval_transform, build_train_transform, eval_preprocess_config
-from livt.models import MAEConfig, MaskedAutoencoder, vit_config
+from livt.models import MAEConfig, MaskedAutoencoder
 from livt.training import plots, stage
 from livt.training.config import ConfigError, PretrainConfig
 from livt.training.distributed import DistEnv
-from livt.training.rundir import RunFolder, append_history, read_history
+from livt.training.init_weights import InitWeights, load_init, log_init, read_init, run_model_config
+from livt.training.rundir import RunFolder, read_history
 
 _logger = logging.getLogger(__name__)
 
@@ -36,24 +38,17 @@ def _pretrain(
     dataset = stage.load_split(cfg, "train")
     info = dataset.info
 
-    # model
-    try:
-        patch = cfg.patch_size or vit_config(cfg.model).patch_size
-        img_size = stage.input_size(cfg, info.image_size, patch)
-        vit = vit_config(
-            cfg.model, img_size=img_size, in_chans=info.channels, num_classes=0, **cfg.model_sizes()
-        )
-        mae = MAEConfig(
-            decoder_embed_dim=cfg.decoder_embed_dim,
-            decoder_depth=cfg.decoder_depth,
-            decoder_num_heads=cfg.decoder_num_heads,
-            mask_ratio=cfg.mask_ratio,
-            norm_pix_loss=cfg.norm_pix_loss,
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+    # model: the --init checkpoint's shape (and decoder, where it has one) unless --model says otherwise
+    init = read_init(cfg.init) if cfg.init else None
+    vit = run_model_config(cfg, init, info.image_size, in_chans=info.channels, num_classes=0)
+    img_size = vit.img_size
+    mae = _mae_config(cfg, init)
     dataset.transform = build_train_transform(info, img_size, stage="pretrain", scale=(cfg.crop_scale, 1.0))
-    model = MaskedAutoencoder(vit, mae).to(env.device)
+    model = MaskedAutoencoder(vit, mae)
+    loaded = load_init(model, init) if init is not None else None
+    if loaded is not None:
+        log_init(loaded)
+    model.to(env.device)
     _logger.info("MAE %s: %.2fM parameters", vit.name, sum(p.numel() for p in model.parameters()) / 1e6)
 
     opt = stage.build_optimisation(cfg, model, dataset, env)
@@ -63,7 +58,7 @@ def _pretrain(
         dataset=dataset,
         preprocess=eval_preprocess_config(info, img_size, 1.0, "bicubic"),
     )
-    meta["mae"] = mae.to_dict()
+    meta.update(mae=mae.to_dict(), init=loaded)
 
     def loss_fn(model: torch.nn.Module, images: torch.Tensor, _targets: torch.Tensor) -> torch.Tensor:
         loss, _pred, _mask = model(images, mask_ratio=cfg.mask_ratio)
@@ -79,22 +74,24 @@ def _pretrain(
             stats = run.train_epoch(epoch, loss_fn)
             meta["metrics"] = {"train_loss": stats.loss}
             run.save_last(meta, epoch)
-            if env.is_main:
-                append_history(run.run_dir, {
-                    "epoch": epoch, "step": run.step, "train_loss": stats.loss, "lr": stats.lr,
-                    "images_per_s": stats.images_per_s, "time": stats.seconds,
-                })  # fmt: skip
-            run.track(
-                epoch,
-                {"train/loss": stats.loss, "train/lr": stats.lr, "train/images_per_s": stats.images_per_s},
-            )
-            _logger.info(
-                "epoch %d/%d  loss %.4f  lr %.3g  %.0f img/s  %.1f s",
-                epoch + 1, cfg.epochs, stats.loss, stats.lr, stats.images_per_s, stats.seconds,
-            )  # fmt: skip
+            run.record_epoch(epoch, stats)
         if env.is_main:
             _plot(cfg, run.run_dir, model, img_size)
     return run.run_dir
+
+
+def _mae_config(cfg: PretrainConfig, init: InitWeights | None) -> MAEConfig:
+    """The decoder: the checkpoint's shape where it has a decoder (so that it loads), else the config's."""
+    source = init.mae if init is not None else None
+    shape = (
+        (source.decoder_embed_dim, source.decoder_depth, source.decoder_num_heads)
+        if source is not None
+        else (cfg.decoder_embed_dim, cfg.decoder_depth, cfg.decoder_num_heads)
+    )
+    try:
+        return MAEConfig(*shape, mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _plot(cfg: PretrainConfig, run_dir: Path, model: MaskedAutoencoder, img_size: int) -> None:

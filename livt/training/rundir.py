@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from livt.training.checkpoint import CheckpointError, atomic_write_text, find_checkpoint
-from livt.training.config import ConfigError, TrainConfig, config_to_yaml, load_run_config
+from livt.training.config import ConfigError, TrainConfig
+from livt.training.config_sources import config_to_yaml, load_run_config
 
 _logger = logging.getLogger(__name__)
 

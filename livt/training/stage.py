@@ -53,7 +53,15 @@ from livt.training.optim import (
     scaled_lr,
     warmup_steps_for,
 )
-from livt.training.rundir import RunFolder, commit_run_dir, plan_run_dir, run_log, truncate_history
+from livt.training.progress import EPOCH_LINE
+from livt.training.rundir import (
+    RunFolder,
+    append_history,
+    commit_run_dir,
+    plan_run_dir,
+    run_log,
+    truncate_history,
+)
 from livt.training.tracking import Tracker, check_tracker, open_tracker
 
 _logger = logging.getLogger(__name__)
@@ -251,12 +259,14 @@ class Run:
     def train_epoch(self, epoch: int, loss_fn: engine.LossFn) -> engine.EpochStats:
         """One epoch of optimizer steps (``epoch`` counted from 0, as checkpoints and metrics.jsonl do)."""
         self.opt.loader.set_epoch(epoch)
-        stats = engine.train_one_epoch(
-            self.train_model, self.opt.loader, loss_fn, self.opt.optimizer, self.opt.scheduler,
-            env=self.env, epoch=epoch, epochs=self.cfg.epochs, step=self.step,
-            steps_per_epoch=self.opt.steps_per_epoch, accum_steps=self.cfg.accum_steps,
-            clip_grad=self.cfg.clip_grad, amp_dtype=self.amp_dtype, progress=self.progress,
+        plan = engine.StepPlan(
+            self.env, self.opt.steps_per_epoch, self.cfg.accum_steps, self.cfg.clip_grad, self.amp_dtype,
+            self.progress, self.cfg.epochs,
             after_step=None if self.ema is None else lambda step: self.ema.update(self.model, step=step),
+        )  # fmt: skip
+        stats = engine.train_one_epoch(
+            self.train_model, self.opt.loader, loss_fn, self.opt.optimizer, self.opt.scheduler, plan,
+            epoch=epoch, step=self.step,
         )  # fmt: skip
         self.step = stats.step
         return stats
@@ -281,6 +291,29 @@ class Run:
             state["ema"] = self.ema.module.state_dict()
         meta = {**meta, "epoch": epoch, "step": self.step}
         save_checkpoint(self.run_dir / "checkpoints" / "last", self.model, meta, state)
+
+    def record_epoch(self, epoch: int, stats: engine.EpochStats, val: dict[str, Any] | None = None,
+                     note: str = "") -> None:  # fmt: skip
+        """The epoch's row of ``metrics.jsonl`` (rank 0), its tracker scalars and its log line.
+
+        ``val``: the epoch's val scores (``val`` of the row, ``val/*`` scalars); ``note`` goes after
+        the training loss in the line.
+        """
+        row = {"epoch": epoch, "step": self.step, "train_loss": stats.loss, "lr": stats.lr,
+               "images_per_s": stats.images_per_s, "time": stats.seconds}  # fmt: skip
+        if val is not None:
+            row["val"] = val
+        if self.env.is_main:
+            append_history(self.run_dir, row)
+        self.track(epoch, {
+            "train/loss": stats.loss, "train/lr": stats.lr, "train/images_per_s": stats.images_per_s,
+            **{f"val/{k}": v for k, v in (val or {}).items()},
+        })  # fmt: skip
+        _logger.info(
+            "epoch %d/%d  loss %.4f%s  lr %.3g  %.0f img/s  %.1f s",
+            epoch + 1, self.cfg.epochs, stats.loss, note, stats.lr, stats.images_per_s, stats.seconds,
+            extra=EPOCH_LINE,
+        )  # fmt: skip
 
     def track(self, epoch: int, scalars: dict[str, float | None]) -> None:
         """Send ``scalars`` to the experiment tracker, at the epoch counted from 1."""

@@ -14,7 +14,7 @@ import study_report
 import study_robust
 import yaml
 
-from livt.training.config import recipe_path
+from livt.training.config_sources import recipe_path
 
 CELLS = ["mgp/bal-bce", "mgp/ce", "scratch/ce"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from livt.training.config import build_config, load_run_config, recipe_path
+from livt.training.config_sources import build_config, load_run_config, recipe_path
 
 from .scripts import BENCHMARKS, load_script
 

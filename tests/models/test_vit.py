@@ -7,11 +7,9 @@ from timm.layers import DropPath
 
 from livt.models import (
     MAEConfig,
-    MaskedAutoencoder,
     ViTConfig,
     create_classifier,
     get_2d_sincos_pos_embed,
-    load_encoder_weights,
     vit_config,
 )
 
@@ -81,34 +79,3 @@ def test_config_dict_round_trip():
     assert cfg.grid_size == 4 and cfg.num_patches == 16
     with pytest.raises(ValueError, match=r"unknown ViTConfig field\(s\) \['width'\]"):
         ViTConfig.from_dict({**cfg.to_dict(), "width": 3})
-
-
-def test_load_encoder_weights_leaves_only_head():
-    torch.manual_seed(0)
-    cfg = ViTConfig(**MICRO)
-    mae = MaskedAutoencoder(cfg, SMALL_MAE)
-    model = create_classifier(cfg)
-    missing = load_encoder_weights(model, mae.encoder.state_dict())
-    assert missing == ["head.bias", "head.weight"]
-    for key, value in mae.encoder.state_dict().items():
-        torch.testing.assert_close(model.state_dict()[key], value)
-
-
-def test_load_encoder_weights_resamples_pos_embed():
-    cfg = ViTConfig(**MICRO)
-    mae = MaskedAutoencoder(cfg, SMALL_MAE)
-    model = create_classifier(dataclasses.replace(cfg, img_size=24))
-    load_encoder_weights(model, mae.encoder.state_dict())
-    assert model.pos_embed.shape == (1, 1 + 36, 32)
-    torch.testing.assert_close(model.pos_embed[:, 0], mae.encoder.pos_embed[:, 0])
-    assert model(torch.randn(1, 3, 24, 24)).shape == (1, 5)
-
-
-def test_load_encoder_weights_rejects_other_architecture():
-    mae = MaskedAutoencoder(ViTConfig(**MICRO), SMALL_MAE)
-    deeper = create_classifier(ViTConfig(**{**MICRO, "depth": 3}))
-    with pytest.raises(ValueError, match=r"missing \['blocks\.2\."):
-        load_encoder_weights(deeper, mae.encoder.state_dict())
-    shallower = create_classifier(ViTConfig(**{**MICRO, "depth": 1}))
-    with pytest.raises(ValueError, match=r"unexpected \['blocks\.1\."):
-        load_encoder_weights(shallower, mae.encoder.state_dict())

@@ -151,7 +151,7 @@ def test_model_mismatch_is_a_clear_error(pretrain_run: Path, tmp_path: Path, cap
     ]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "model size mismatch between pretrain" in err and "embed_dim 32 vs 256" in err
+    assert "model size mismatch between --init" in err and "embed_dim 32 vs 256" in err
 
 
 def test_explicit_model_size_in_both_stages(tmp_path: Path):
@@ -177,7 +177,7 @@ def test_size_flags_that_disagree_with_the_pretrain_run(pretrain_run: Path, tmp_
             "--out", str(tmp_path / "x")]  # fmt: skip
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "model size mismatch between pretrain" in err and "embed_dim 32 vs 48, depth 2 vs 1" in err
+    assert "model size mismatch between --init" in err and "embed_dim 32 vs 48, depth 2 vs 1" in err
 
 
 @pytest.mark.slow

@@ -2,10 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from livt.training.config import (
-    ConfigError,
-    FinetuneConfig,
-    PretrainConfig,
+from livt.training.config import ConfigError, FinetuneConfig, PretrainConfig
+from livt.training.config_sources import (
     build_config,
     config_to_yaml,
     list_recipes,

@@ -117,9 +117,10 @@ def test_after_step_runs_after_every_optimizer_step():
     scheduler = build_scheduler(optimizer, total_steps=2, warmup_steps=0, min_lr=0.0)
     env = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     seen: list[int] = []
+    plan = engine.StepPlan(env, steps_per_epoch=2, accum_steps=2, progress=False, after_step=seen.append)
     engine.train_one_epoch(
-        model, loader, lambda m, x, y: torch.nn.functional.cross_entropy(m(x), y), optimizer, scheduler,
-        env=env, epoch=0, step=5, steps_per_epoch=2, accum_steps=2, progress=False, after_step=seen.append,
+        model, loader, lambda m, x, y: torch.nn.functional.cross_entropy(m(x), y), optimizer, scheduler, plan,
+        epoch=0, step=5,
     )  # fmt: skip
     assert seen == [6, 7]
 
@@ -182,7 +183,7 @@ def test_progress_bar_shows_loss_lr_and_throughput_unless_quiet(progress, capsys
     env = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     stats = engine.train_one_epoch(
         model, loader, lambda m, x, y: torch.nn.functional.cross_entropy(m(x), y), optimizer, scheduler,
-        env=env, epoch=0, step=0, steps_per_epoch=3, progress=progress,
+        engine.StepPlan(env, steps_per_epoch=3, progress=progress), epoch=0, step=0,
     )  # fmt: skip
     assert stats.step == 3 and stats.images_per_s > 0
     err = capsys.readouterr().err

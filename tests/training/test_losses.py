@@ -386,7 +386,7 @@ def test_smoothing_toward_the_prior_has_no_crossing_at_any_imbalance(name):
 
 
 def test_finetune_warns_of_the_conflict_with_the_class_names(caplog):
-    from livt.training.config import build_config
+    from livt.training.config_sources import build_config
     from livt.training.finetune import _build_criterion
 
     overrides = {"init": "pretrain-run", "smoothing_toward": "uniform"}
@@ -403,7 +403,7 @@ def test_finetune_warns_of_the_conflict_with_the_class_names(caplog):
 
 @pytest.mark.parametrize(("name", "counts", "options"), CROSSINGS)
 def test_the_recipes_defaults_never_warn_where_the_paper_smoothing_crosses(caplog, name, counts, options):
-    from livt.training.config import build_config, list_recipes
+    from livt.training.config_sources import build_config, list_recipes
     from livt.training.finetune import _build_criterion
 
     for recipe in list_recipes():
@@ -415,7 +415,7 @@ def test_the_recipes_defaults_never_warn_where_the_paper_smoothing_crosses(caplo
 
 
 def test_finetune_warns_of_the_softmax_conflict_under_the_paper_smoothing(caplog):
-    from livt.training.config import build_config
+    from livt.training.config_sources import build_config
     from livt.training.finetune import _build_criterion
 
     overrides = {"init": "x", "loss": "bal-ce", "smoothing_toward": "uniform"}

@@ -16,7 +16,7 @@ import yaml
 from PIL import Image
 
 from livt.data.longtail import longtail_counts
-from livt.training import config
+from livt.training import config_sources
 from livt.training.cli import main
 
 SIZE = 36
@@ -39,14 +39,14 @@ def write_folder(root: Path, *, head: int = 40, imbalance: int = 10, val: int = 
 @pytest.fixture
 def short_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The real fashion-mnist-lt recipe with a couple of epochs per stage (and no worker processes)."""
-    values = yaml.safe_load((config.RECIPE_DIR / "fashion-mnist-lt.yaml").read_text())
+    values = yaml.safe_load((config_sources.RECIPE_DIR / "fashion-mnist-lt.yaml").read_text())
     values["workers"] = 0
     values["pretrain"].update(epochs=2, warmup_epochs=1)
     values["finetune"].update(epochs=2, warmup_epochs=1)
     recipes = tmp_path / "recipes"
     recipes.mkdir()
     (recipes / "fashion-mnist-lt.yaml").write_text(yaml.safe_dump(values))
-    monkeypatch.setattr(config, "RECIPE_DIR", recipes)
+    monkeypatch.setattr(config_sources, "RECIPE_DIR", recipes)
 
 
 def _train_on_own_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> Path:

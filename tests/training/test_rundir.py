@@ -11,7 +11,8 @@ import torch
 from harness.runs import check_reusable, run_state
 
 from livt.training.checkpoint import save_checkpoint
-from livt.training.config import ConfigError, build_config, load_run_config
+from livt.training.config import ConfigError
+from livt.training.config_sources import build_config, load_run_config
 from livt.training.rundir import (
     CONFIG_FILE,
     HISTORY_FILE,
