@@ -39,8 +39,8 @@ from typing import cast
 import numpy as np
 from PIL import Image
 
-from livt.serving.artifact import ArtifactInfo, parse_metadata
-from livt.serving.preprocess import preprocess_bytes
+from livt.inference.artifact import ArtifactInfo, parse_metadata
+from livt.inference.preprocess import preprocess_bytes
 from livt.serving.process import ServerProcess
 
 FASHION_MNIST_TEST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")

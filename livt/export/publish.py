@@ -119,7 +119,7 @@ def build_verified_engine(
     """Build ``plan`` (+ sidecar) from the fp32 or Q/DQ ONNX and verify it with the server's runner."""
     from livt.export.onnx import compare, run_torch
     from livt.export.tensorrt import build_engine
-    from livt.serving.backends import TensorRTBackend
+    from livt.inference.backends.tensorrt import TensorRTBackend
 
     profile = opts.engine_profile
     src = variants["onnx-int8-qdq"] if opts.int8 else variants[FP32]

@@ -62,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from livt.inference.artifact import ArtifactError
     from livt.predict.predictor import Predictor
-    from livt.serving.artifact import ArtifactError
 
     try:
         _check_args(args)
@@ -99,8 +99,8 @@ def _check_args(args: argparse.Namespace) -> None:
 def _predict(predictor, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from livt.inference.preprocess import ImageError
     from livt.predict.sources import collect_images
-    from livt.serving.preprocess import ImageError
 
     paths = collect_images(args.images)
     readable, logits, failed = [], [], []
@@ -133,7 +133,7 @@ def _predict(predictor, args: argparse.Namespace) -> int:
 
 
 def _write_predictions(predictor, paths: list[Path], mode: str, probabilities: np.ndarray, args) -> None:
-    from livt.serving.model import top_k
+    from livt.inference.model import top_k
 
     classes = predictor.classes
     k = min(args.top_k, len(classes))

@@ -6,7 +6,7 @@ import glob
 from collections.abc import Sequence
 from pathlib import Path
 
-# Suffixes of the formats the server accepts (livt.serving.preprocess.ALLOWED_FORMATS).
+# Suffixes of the formats the server accepts (livt.inference.preprocess.ALLOWED_FORMATS).
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 

@@ -17,9 +17,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from livt.inference.preprocess import ImageError, PreprocessConfig
 from livt.prior import PriorError
 from livt.serving.batching import BatcherClosedError, InferenceError, InferenceTimeoutError, QueueFullError
-from livt.serving.preprocess import ImageError, PreprocessConfig
 
 logger = logging.getLogger(__name__)
 

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from livt.inference.preprocess import DEFAULT_MAX_PIXELS
+
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
@@ -26,7 +28,17 @@ class ServeSettings(BaseSettings):
     providers: Annotated[list[str] | None, NoDecode] = Field(
         None, description="ONNX Runtime providers in order (default: TensorRT, CUDA, CPU as available)"
     )
-    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0 = its default)")
+    backend: Literal["auto", "ort", "openvino", "tensorrt"] = Field(
+        "auto",
+        description="inference engine: auto (the fastest accurate one on this host, from the "
+        "livt-export benchmark record or a short start-up measurement), ort, openvino or tensorrt",
+    )
+    precision: Literal["fp32", "bf16", "int8"] | None = Field(
+        None, description="fp32, bf16 or int8 (default: auto picks; a forced engine runs fp32)"
+    )
+    intra_op_threads: int = Field(
+        0, ge=0, description="intra-op threads of the engine (ONNX Runtime, OpenVINO; 0 = its default)"
+    )
     intra_op_spinning: bool = Field(
         False,
         description="let idle ONNX Runtime threads busy-wait for work: a little lower latency when the "
@@ -55,7 +67,9 @@ class ServeSettings(BaseSettings):
         validate_default=True,
         description="most images in one request (else 413); at most, and by default, max_batch",
     )
-    max_image_pixels: int = Field(40_000_000, ge=1, description="largest image, width * height (else 413)")
+    max_image_pixels: int = Field(
+        DEFAULT_MAX_PIXELS, ge=1, description="largest image, width * height (else 413)"
+    )
     max_top_k: int = Field(100, ge=1, description="largest top_k a request may ask for")
 
     api_key: SecretStr | None = Field(None, description="if set, required as Bearer token or X-API-Key")

@@ -13,7 +13,7 @@ from PIL import Image
 
 from livt import Predictor
 from livt.prior import PriorError
-from livt.serving.preprocess import ImageError
+from livt.inference.preprocess import ImageError
 
 from ..serving.conftest import CLASSES, image_bytes
 

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from livt.artifact import FORMAT_VERSION, checksum_path, read_checksum, sha256_file
+from livt.inference.preprocess import PreprocessConfig
 from livt.prior import PRIOR_RULES
-from livt.serving.preprocess import PreprocessConfig
 
 logger = logging.getLogger(__name__)
 
