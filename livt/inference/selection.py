@@ -61,6 +61,14 @@ class EngineChoice:
     def name(self) -> str:
         return f"{self.engine}-{self.precision}"
 
+    def describe(self) -> dict[str, str]:
+        return {
+            "engine": self.engine,
+            "precision": self.precision,
+            "file": self.path.name,
+            "reason": self.reason,
+        }
+
 
 def record_path(artifact: Path) -> Path:
     """``X.onnx`` -> ``X.benchmark.json``, where ``livt-export benchmark`` saves its table."""

@@ -49,6 +49,7 @@ def create_app(settings: ServeSettings, *, model: ServedModel | None = None) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         served = model if model is not None else load_model(settings)
+        app_metrics.set_engine(served.choice.describe())
         if served.info.num_classes <= settings.metrics_max_classes:
             app_metrics.bind_classes(served.info.classes)
         monitor = _prior_monitor(settings, served, app_metrics)

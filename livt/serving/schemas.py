@@ -93,6 +93,9 @@ class ModelMetadata(BaseModel):
     platform: str
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
+    parameters: dict[str, str] | None = Field(
+        None, description="the engine and precision that serve, the file they run and why they were chosen"
+    )
 
 
 class Liveness(BaseModel):
