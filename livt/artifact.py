@@ -20,6 +20,13 @@ FORMAT_VERSION = 2
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("logits", "probabilities")
 CHECKSUM_SUFFIX = ".sha256"
+# The files of one ONNX export ``X.onnx``: its fp32 model and the INT8 variants beside it.
+VARIANT_SUFFIXES = {
+    "onnx-fp32": ".onnx",
+    "onnx-int8-dynamic": ".int8.onnx",  # ONNX Runtime, dynamic INT8
+    "onnx-int8-qdq": ".qdq.onnx",  # ONNX Runtime / TensorRT, static Q/DQ
+    "openvino-int8": ".ov-int8.onnx",  # OpenVINO, NNCF post-training INT8
+}
 ENGINE_KEYS = ("tensorrt_version", "gpu_name", "compute_capability")
 
 

@@ -15,7 +15,7 @@ import livt
 from livt.artifact import FORMAT_VERSION, INPUT_NAME, METADATA_KEY, OUTPUT_NAMES
 from livt.training.metrics import SCALAR_METRICS
 
-QUANTIZATION_MODES = (None, "int8-dynamic", "int8-qdq")
+QUANTIZATION_MODES = (None, "int8-dynamic", "int8-qdq", "int8-nncf")
 # The run's metrics.json subset worth carrying (per-class lists and confusion matrices stay behind).
 _METRIC_KEYS = (*SCALAR_METRICS, "many_threshold", "few_threshold")
 _VERSIONED = ("torch", "onnx", "onnxruntime", "timm")

@@ -13,17 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from livt.artifact import checksum_path, engine_sidecar_path, write_checksum
+from livt.artifact import VARIANT_SUFFIXES, checksum_path, engine_sidecar_path, write_checksum
 from livt.export.errors import VerificationError
 from livt.export.options import ExportOptions
 from livt.export.report import REPORT_FILE, ExportReport, write_json
 from livt.export.variants import FP32, Metadata, check_agreement
-
-_ONNX_SUFFIX = {
-    FP32: ".onnx",
-    "onnx-int8-dynamic": ".int8.onnx",
-    "onnx-int8-qdq": ".qdq.onnx",
-}
 
 
 @dataclass
@@ -36,7 +30,9 @@ class ExportResult:
 
 
 def publish_onnx(variants: dict[str, Path], out: Path, report: ExportReport) -> ExportResult:
-    targets = {name: out.with_name(out.name.removesuffix(".onnx") + _ONNX_SUFFIX[name]) for name in variants}
+    targets = {
+        name: out.with_name(out.name.removesuffix(".onnx") + VARIANT_SUFFIXES[name]) for name in variants
+    }
     report.artifacts = {name: str(path) for name, path in targets.items()}
     staged_report = variants[FP32].parent / REPORT_FILE
     report.write(staged_report)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from livt.artifact import VARIANT_SUFFIXES
 from livt.inference.artifact import ArtifactError, verify_checksum
 from livt.inference.backends import Backend, BackendUnavailableError, is_engine_file, open_backend
 from livt.inference.host import host_fingerprint
@@ -31,7 +32,10 @@ ACCURACY_TOLERANCE = 0.002  # balanced accuracy: 0.2 points
 MIN_AGREEMENT = 0.995
 RECORD_SUFFIX = ".benchmark.json"
 # The INT8 file of each engine beside X.onnx, in order of preference.
-INT8_SUFFIXES = {"ort": (".int8.onnx", ".qdq.onnx"), "openvino": (".ov-int8.onnx",)}
+INT8_SUFFIXES = {
+    "ort": (VARIANT_SUFFIXES["onnx-int8-dynamic"], VARIANT_SUFFIXES["onnx-int8-qdq"]),
+    "openvino": (VARIANT_SUFFIXES["openvino-int8"],),
+}
 CHECK_IMAGES = 32  # the start-up measurement's fixed synthetic set
 
 

@@ -22,7 +22,7 @@ class Backend(Protocol):
     """An engine over one artifact file: a float32 ``[N, C, H, W]`` batch in, ``(logits, probabilities)`` out."""
 
     engine: str  # one of ENGINES
-    precision: str  # one of PRECISIONS ("as built" for a TensorRT engine)
+    precision: str  # one of PRECISIONS (a TensorRT engine: what it was built for, fp16 included)
     platform: str  # the Open Inference Protocol platform string
     metadata_json: str  # the artifact's ``livt`` metadata
     input_shape: tuple[int | None, ...]  # [N, C, H, W], None for dynamic dimensions

@@ -35,12 +35,13 @@ class TensorRTBackend:
             meta = read_engine_sidecar(path)
         except EngineMismatchError as exc:
             raise ArtifactError(str(exc)) from exc
-        if precision is not None:
+        # Fixed when the engine was built; livt-export records it in the sidecar.
+        self.precision = str(meta.get("precision", "fp32"))
+        if precision is not None and precision != self.precision:
             raise BackendUnavailableError(
-                f"{path}: a TensorRT engine's precision is fixed when it is built (livt-export --format "
-                f"tensorrt [--fp16] [--int8]), so --precision {precision} cannot apply"
+                f"{path}: this TensorRT engine was built for {self.precision}, not {precision} (rebuild it with "
+                "livt-export --format tensorrt [--fp16] [--int8])"
             )
-        self.precision = "as built"
         self.metadata_json = json.dumps(meta)
         try:
             import tensorrt as trt
