@@ -51,6 +51,9 @@ def test_pick_serves_the_fastest_that_keeps_fp32_accuracy():
     assert best["name"] == "ort-fp32" and "balanced accuracy 79.70 vs fp32 80.00" in reason
     # Never slower than ONNX Runtime fp32: it is always a candidate, so a slower bf16 loses to it.
     assert pick([_row("ort-fp32", 100), _row("openvino-bf16", 90)])[0]["name"] == "ort-fp32"
+    # Within the 5 % margin a figure on a shared machine is noise: ONNX Runtime fp32 stays.
+    assert pick([_row("ort-fp32", 100), _row("openvino-bf16", 104)])[0]["name"] == "ort-fp32"
+    assert pick([_row("ort-fp32", 100), _row("openvino-bf16", 106)])[0]["name"] == "openvino-bf16"
 
 
 def test_auto_measures_at_start_up_without_a_record(export: Path):

@@ -55,7 +55,7 @@ def test_served_predictions_equal_livt_train_evaluate(real_artifact: Path, tmp_p
     from livt.serving.state import load_model
     from livt.training.cli import main as train_main
 
-    info = load_model(ServeSettings(model=real_artifact)).info
+    info = load_model(ServeSettings(model=real_artifact, backend="ort")).info
     assert info.prior_mode == "balanced" and info.calibration is None  # so both sides are softmax(z)
     first, last = info.classes[0], info.classes[-1]
     # Odd sizes (crop and resize both matter), both formats, and a greyscale file the run sees as RGB.
@@ -85,7 +85,7 @@ def test_served_predictions_equal_livt_train_evaluate(real_artifact: Path, tmp_p
     assert evaluated[f"val/{last}/grey.png"]["target"] == info.num_classes - 1
     assert (out / "metrics.json").is_file()
 
-    with running_server(create_app(ServeSettings(model=real_artifact))) as url:
+    with running_server(create_app(ServeSettings(model=real_artifact, backend="ort"))) as url:
         uploads = [("files", (Path(name).name, data)) for name, data in files.items()]
         form = {"top_k": str(info.num_classes), "prior": "balanced"}
         res = httpx.post(f"{url}/v1/predict", files=uploads, data=form, timeout=30)
