@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from livt import __version__
-from livt.prior import PriorError
+from livt.inference.backends.base import ENGINES, PRECISIONS
+from livt.prior import REQUEST_PRIORS, PriorError
 
 EXIT_UNREADABLE = 1
 EXIT_USAGE = 2
-_PRIORS = "model | balanced | train | estimated | a JSON list of one number per class"
+_PRIORS = " | ".join(REQUEST_PRIORS) + " | a JSON list of one number per class"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--probabilities", action="store_true", help="also write every class's probability (JSONL only)"
     )
     p.add_argument("--batch-size", type=int, default=32, help="images per model call")
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
+    p.add_argument("--threads", type=int, default=0, help="the engine's intra-op threads (0: its default)")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", *ENGINES],
+        help="inference engine (auto: the fastest accurate one on this host, as livt-serve picks it)",
+    )
+    p.add_argument("--precision", choices=PRECISIONS, help="fp32, bf16 or int8 (default: auto picks)")
     p.add_argument(
         "--estimate-prior",
         type=Path,
@@ -67,7 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         _check_args(args)
-        predictor = Predictor(args.model, threads=args.threads)
+        predictor = Predictor(
+            args.model, threads=args.threads, backend=args.backend, precision=args.precision
+        )
         if args.predictions is not None:
             _estimate_from_predictions(predictor, args)
             return 0

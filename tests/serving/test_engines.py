@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from livt.prior import REQUEST_PRIORS
 from livt.serving.cli import main
 
 from .conftest import metric_value
@@ -23,6 +24,10 @@ def test_engine_and_reason_are_published(serve: Callable):
             "reason": "forced by --backend/--precision",
         }
         assert metric_value(url, "livt_engine_info", engine="openvino", precision="fp32") == 1
+        info = httpx.get(f"{url}/v1/model").json()
+        assert info["engine"] == meta["parameters"] and info["platform"] == "openvino"
+        # The page offers the priors the server names, and only where the model has balanced logits.
+        assert info["priors"] == list(REQUEST_PRIORS) and info["balanced_logits"] is True
     with serve() as url:
         params = httpx.get(f"{url}/v2/models/livt").json()["parameters"]
         assert params["reason"].startswith("measured at start-up")

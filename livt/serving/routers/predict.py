@@ -16,6 +16,7 @@ import time
 from fastapi import APIRouter, Depends, Request, Response
 
 from livt.inference.model import top_k as pick_top_k
+from livt.prior import REQUEST_PRIORS
 from livt.serving.dependencies import StateDep, require_api_key
 from livt.serving.errors import responses
 from livt.serving.schemas import ClassScore, ImagePrediction, ModelInfo, ModelRef, PredictResponse, Timing
@@ -92,6 +93,9 @@ async def model_info(state: StateDep) -> ModelInfo:
         calibration=info.calibration,
         metrics=info.metadata.get("metrics"),
         metadata=info.metadata,
+        priors=list(REQUEST_PRIORS),
+        balanced_logits=state.model.has_balanced_logits,
+        engine=state.model.choice.describe(),
     )
 
 
