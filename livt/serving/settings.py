@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from livt.inference.preprocess import DEFAULT_MAX_PIXELS
+from livt.prior import ESTIMATED_PRIOR, REQUEST_PRIORS
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
@@ -74,7 +75,7 @@ class ServeSettings(BaseSettings):
 
     api_key: SecretStr | None = Field(None, description="if set, required as Bearer token or X-API-Key")
 
-    default_prior: Literal["model", "balanced", "train", "estimated"] = Field(
+    default_prior: Literal[REQUEST_PRIORS] = Field(  # type: ignore[valid-type]
         "model", description="the prior of a request that names none ('model': the artifact's own)"
     )
     prior_window: int = Field(
@@ -147,7 +148,7 @@ class ServeSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _estimated_prior_needs_a_window(self) -> ServeSettings:
-        if self.default_prior == "estimated" and self.prior_window == 0:
+        if self.default_prior == ESTIMATED_PRIOR and self.prior_window == 0:
             raise ValueError("default_prior 'estimated' needs a prior window (prior_window > 0)")
         return self
 
