@@ -97,6 +97,11 @@ def candidates(artifact: Path, precision: str | None = None) -> list[Candidate]:
     """Every engine x precision that could serve the export ``X.onnx`` on this host (ort-fp32 first)."""
     from livt.inference.backends.openvino import cpu_has_bf16, openvino_available
 
+    artifact = Path(artifact)
+    # An INT8 file named directly runs as it is, on the engine it was quantised for.
+    own = [e for e, suffixes in INT8_SUFFIXES.items() if artifact.name.endswith(suffixes)]
+    if own:
+        return [Candidate(own[0], "int8", artifact)] if precision in (None, "int8") else []
     pairs = [("ort", "fp32"), ("ort", "int8")]
     if openvino_available():
         pairs += [("openvino", "fp32"), ("openvino", "int8")]

@@ -108,6 +108,11 @@ def test_forced_engines_and_clear_refusals(export: Path, tmp_path: Path):
         select_engine(plan, "auto")
 
 
+def test_an_int8_file_named_directly_is_served_as_it_is(export: Path):
+    model = open_model(export.with_name("model.int8.onnx"))
+    assert (model.choice.name, model.choice.path.name) == ("ort-int8", "model.int8.onnx")
+
+
 def test_a_variant_that_fails_its_checksum_is_not_served(export: Path):
     int8 = export.with_name("model.int8.onnx")
     int8.write_bytes(int8.read_bytes() + b"\0")
