@@ -8,6 +8,7 @@ same file compiled with another ``INFERENCE_PRECISION_HINT`` (bf16 only where th
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from pathlib import Path
@@ -31,6 +32,7 @@ def openvino_available() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+@functools.cache
 def cpu_has_bf16() -> bool:
     """Whether OpenVINO runs bf16 natively on this CPU (AVX-512 BF16 or AMX); False without OpenVINO."""
     try:
