@@ -33,6 +33,13 @@ SMOOTHING_TOWARD = ("prior", "uniform")
 PRIOR_RULES = ("bayes", "loss")
 DEFAULT_RULE = "bayes"
 
+# The priors a prediction may name, defined here once (the server's page gets them from GET /v1/priors).
+MODEL_PRIOR = "model"  # the prior folded into the artifact: leave the logits as they are
+BALANCED_PRIOR = "balanced"  # every class equally likely
+TRAIN_PRIOR = "train"  # the training label distribution
+ESTIMATED_PRIOR = "estimated"  # estimated by EM from the images themselves (livt.label_shift)
+REQUEST_PRIORS = (MODEL_PRIOR, BALANCED_PRIOR, TRAIN_PRIOR, ESTIMATED_PRIOR)
+
 # A class with zero target frequency would get an offset of -inf; clip it to a very unlikely class
 # instead so logits and probabilities stay finite (and JSON-serialisable).
 _MIN_PI = 1e-12
@@ -55,10 +62,10 @@ def resolve_prior(
     frequencies; they are normalised to sum to one. ``pi`` is ``None`` for the balanced prior.
     """
     num_classes = len(class_counts)
-    if spec is None or (isinstance(spec, str) and spec == "balanced"):
-        return "balanced", None
-    if isinstance(spec, str) and spec == "train":
-        return "train", _normalise(class_counts, num_classes, "training counts")
+    if spec is None or (isinstance(spec, str) and spec == BALANCED_PRIOR):
+        return BALANCED_PRIOR, None
+    if isinstance(spec, str) and spec == TRAIN_PRIOR:
+        return TRAIN_PRIOR, _normalise(class_counts, num_classes, "training counts")
     if isinstance(spec, (str, Path)):
         path = Path(spec)
         if not path.is_file():
@@ -94,14 +101,18 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def has_balanced_logits(loss: str, tau: float) -> bool:
-    """Whether a model trained with ``loss`` and ``tau`` predicts balanced posteriors."""
+def has_balanced_logits(tau: float) -> bool:
+    """Whether a model trained with prior weight ``tau`` predicts balanced posteriors.
+
+    Every loss livt trains is balanced by its ``tau`` term alone (``bal-bce``, ``bal-ce``: tau > 0;
+    ``ce``, ``bce``, ``focal``: tau 0), so the loss's name does not enter.
+    """
     return tau != 0
 
 
 def check_balanced(loss: str, tau: float) -> None:
     """Raise ``PriorError`` for a model whose logits already follow its training distribution."""
-    if not has_balanced_logits(loss, tau):
+    if not has_balanced_logits(tau):
         # Without a prior term in the loss (ce, bce, focal, ... or tau 0) the logits already follow
         # the training label distribution: there is no balanced starting point to shift.
         raise PriorError(

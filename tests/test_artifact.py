@@ -98,3 +98,53 @@ def test_imports_without_torch():
         "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _contract(**changes):
+    from livt.artifact import ArtifactMetadata, FoldedPrior
+
+    fields = dict(
+        classes=("a", "b"),
+        class_counts=(10, 2),
+        loss="bal-bce",
+        tau=1.0,
+        prior=FoldedPrior(mode="train", rule="bayes", offset=(-0.18, -1.79), source="train", pi=(0.83, 0.17)),
+        preprocess={"img_size": 8, "channels": 1, "mean": [0.5], "std": [0.5], "resize": 8},
+        calibration={"method": "temperature", "temperature": 1.5, "scale": [0.6, 0.6], "bias": [0.0, 0.0]},
+        quantization="int8-nncf",
+    )
+    return ArtifactMetadata(**{**fields, **changes})
+
+
+def test_metadata_schema_round_trips_what_export_writes():
+    from livt.artifact import ArtifactMetadata
+
+    meta = _contract()
+    data = meta.to_dict()
+    assert json.loads(json.dumps(data)) == data  # plain JSON: lists, not tuples
+    assert data["prior"] == {"mode": "train", "rule": "bayes", "offset": [-0.18, -1.79], "source": "train",
+                             "pi": [0.83, 0.17]}  # fmt: skip
+    assert ArtifactMetadata.from_dict(data) == meta
+    assert ArtifactMetadata.from_json(json.dumps(data)).to_dict() == data
+
+
+def test_metadata_schema_reads_the_minimum_and_names_what_is_wrong():
+    from livt.artifact import ArtifactMetadata, MetadataError
+
+    minimal = {k: v for k, v in _contract(quantization=None).to_dict().items()
+               if k in ("format_version", "classes", "class_counts", "loss", "tau", "prior", "preprocess",
+                        "calibration")}  # fmt: skip
+    assert ArtifactMetadata.from_dict(minimal).model_name == "custom"
+    for broken, needle in [
+        ({**minimal, "tau": "x"}, "invalid livt metadata"),
+        ({k: v for k, v in minimal.items() if k != "tau"}, "lacks the key 'tau'"),
+        ({**minimal, "format_version": 1}, "older livt: export it again"),
+        ({**minimal, "quantization": "int4"}, "quantization must be one of"),
+        ({**minimal, "prior": {**minimal["prior"], "rule": "odds"}}, "prior rule 'odds'"),
+        ({**minimal, "prior": {**minimal["prior"], "offset": [0.0, float("nan")]}}, "must be finite"),
+        ({**minimal, "class_counts": [1]}, "2 classes, 1 class_counts"),
+    ]:
+        with pytest.raises(MetadataError, match=needle):
+            ArtifactMetadata.from_dict(broken)
+    with pytest.raises(MetadataError, match="not valid JSON"):
+        ArtifactMetadata.from_json("{")

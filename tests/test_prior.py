@@ -141,3 +141,10 @@ def test_values_whose_sum_overflows_are_normalised():
     assert mode == "custom" and np.isfinite(pi).all()
     np.testing.assert_allclose(pi[:2], [0.5, 0.5])
     assert 0 < pi[2] < 1e-300
+
+
+def test_balanced_logits_depend_on_tau_alone():
+    from livt.prior import has_balanced_logits
+
+    assert has_balanced_logits(1.0) and has_balanced_logits(0.5)
+    assert not has_balanced_logits(0.0)

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from livt.serving.artifact import ArtifactInfo, parse_metadata
-from livt.serving.preprocess import preprocess_bytes
+from livt.inference.artifact import ArtifactInfo, parse_metadata
+from livt.inference.preprocess import preprocess_bytes
 
 FASHION_MNIST_TEST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 

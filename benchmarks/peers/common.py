@@ -1,5 +1,5 @@
 """What every peer server runs per batch, so only the serving framework differs from livt-serve:
-livt's own preprocessing (``livt.serving.preprocess``) and ONNX Runtime on the same artifact, with
+livt's own preprocessing (``livt.inference.preprocess``) and ONNX Runtime on the same artifact, with
 livt's ``/v1/predict`` answer shape (the benchmark client checks its top class).
 
 Imported inside the peers' own virtual environments (``benchmarks/bench_peers.py`` puts the
@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from livt.serving.artifact import parse_metadata
-from livt.serving.preprocess import preprocess_bytes
+from livt.inference.artifact import parse_metadata
+from livt.inference.preprocess import preprocess_bytes
 
 MAX_BATCH = 32  # livt-serve's default max_batch
 MAX_DELAY_S = 0.005  # and its max_delay_ms

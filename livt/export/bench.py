@@ -102,3 +102,108 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         for r in rows
     ]
     return "\n".join(lines)
+
+
+def benchmark_engines(
+    artifact: Path,
+    batch_sizes: Sequence[int] = (1, 32),
+    *,
+    threads: int | None = None,
+    warmup: int = 3,
+    iters: int = 20,
+) -> dict[str, Any]:
+    """Every engine x precision that can serve the export ``artifact`` here, timed and scored.
+
+    Speed is measured now, on random inputs; accuracy (balanced, Few, top-1 agreement with
+    onnx-fp32) is the export's own test table (``export_report.json`` beside the artifact), where
+    it has a row for the run. The record is what ``--backend auto`` reads (``livt.inference.selection``).
+    """
+    from livt.artifact import sha256_file
+    from livt.inference.backends import open_backend
+    from livt.inference.host import host_fingerprint
+    from livt.inference.selection import candidates, pick
+
+    accuracy = _report_rows(artifact)
+    shape = read_onnx_metadata(artifact)["input"]["shape"][1:]
+    rng = np.random.default_rng(0)
+    inputs = {b: rng.standard_normal((b, *shape), dtype=np.float32) for b in batch_sizes}
+    rows = []
+    for c in candidates(artifact):
+        providers = ["CPUExecutionProvider"] if c.engine == "ort" else None
+        backend = open_backend(c.path, c.engine, c.precision, providers=providers, threads=threads or 0)
+        timed = {
+            b: time_callable(lambda x=x, m=backend: m.run(x), batch_size=b, warmup=warmup, iters=iters)
+            for b, x in inputs.items()
+        }
+        scores = accuracy.get(_report_name(c.engine, c.precision, c.path), {})
+        rows.append(
+            {
+                "name": c.name,
+                "engine": c.engine,
+                "precision": c.precision,
+                "file": c.path.name,
+                "throughput": {str(b): t["throughput"] for b, t in timed.items()},
+                "p50_ms": {str(b): t["p50_ms"] for b, t in timed.items()},
+                "balanced_acc": scores.get("balanced_acc"),
+                "few": scores.get("few"),
+                "agreement": scores.get("agreement_fp32"),
+            }
+        )
+    batch = "32" if 32 in batch_sizes else str(max(batch_sizes))  # as livt.inference.selection reads it
+    best, reason = pick([{**r, "images_per_s": r["throughput"][batch]} for r in rows])
+    return {
+        "host": host_fingerprint(),
+        "artifact": artifact.name,
+        "sha256": sha256_file(artifact),
+        "threads": threads or os.cpu_count(),
+        "rows": rows,
+        "auto": {"name": best["name"], "reason": reason},
+    }
+
+
+def engine_table(record: dict[str, Any]) -> str:
+    """The engine x precision table of a ``benchmark_engines`` record, and what ``auto`` serves."""
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.2f}"
+
+    batches = list(record["rows"][0]["throughput"]) if record["rows"] else []
+    head = "".join(f" {'img/s b' + b:>10}" for b in batches) + "".join(f" {'p50 b' + b:>9}" for b in batches)
+    lines = [
+        f"{record['host']['cpu']}, {record['threads']} threads",
+        f"{'engine':<16}{head} {'bal.acc':>7} {'few':>7} {'vs fp32':>7}",
+    ]
+    for r in record["rows"]:
+        speeds = "".join(f" {r['throughput'][b]:>10.1f}" for b in batches)
+        latency = "".join(f" {r['p50_ms'][b]:>9.2f}" for b in batches)
+        lines.append(
+            f"{r['name']:<16}{speeds}{latency} {pct(r['balanced_acc']):>7} {pct(r['few']):>7} {pct(r['agreement']):>7}"
+        )
+    lines.append(f"auto serves {record['auto']['name']}: {record['auto']['reason']}")
+    return "\n".join(lines)
+
+
+def _report_rows(artifact: Path) -> dict[str, dict[str, Any]]:
+    """The accuracy rows of the export report beside ``artifact`` (empty without one)."""
+    import json
+
+    from livt.export.report import REPORT_FILE
+
+    path = artifact.with_name(REPORT_FILE)
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return (report.get("evaluation") or {}).get("variants", {})
+
+
+def _report_name(engine: str, precision: str, path: Path) -> str:
+    """The export report's name for an engine run (``onnx-*`` for ONNX Runtime, by its file)."""
+    from livt.artifact import VARIANT_SUFFIXES
+
+    if engine != "ort":
+        return f"{engine}-{precision}"
+    return next(
+        (n for n, s in VARIANT_SUFFIXES.items() if n.startswith("onnx-int8") and path.name.endswith(s)),
+        "onnx-fp32",
+    )

@@ -178,10 +178,29 @@ def benchmark_main(argv: Sequence[str]) -> int:
             print(f"livt-export benchmark: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
     print(format_table(rows))
+    engines_table(args)
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")
     return 0
+
+
+def engines_table(args: argparse.Namespace) -> None:
+    """Every engine x precision of each fp32 export named, printed and saved as ``X.benchmark.json``."""
+    from livt.export.bench import benchmark_engines, engine_table
+    from livt.export.metadata import read_onnx_metadata
+    from livt.export.report import write_json
+    from livt.inference.selection import record_path
+
+    for path in args.artifacts:
+        if path.suffix != ".onnx" or read_onnx_metadata(path).get("quantization"):
+            continue  # a variant: timed as a candidate of its fp32 export
+        record = benchmark_engines(
+            path, args.batch_sizes, threads=args.threads, warmup=args.warmup, iters=args.iters
+        )
+        print(engine_table(record))
+        write_json(record_path(path), record)
+        print(f"wrote {record_path(path)}")
 
 
 if __name__ == "__main__":

@@ -17,27 +17,30 @@ from livt.metrics import SCALAR_METRICS
 def evaluate_variants(
     variants: dict[str, Path], dataset: Any, class_counts: list[int], fold: PriorFold, opts: ExportOptions
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Every variant's metrics on ``dataset``, each batch decoded once for all of them.
+    """Every engine run's metrics on ``dataset`` (and its top-1 agreement with ONNX Runtime fp32), each
+    batch decoded once for all of them.
 
     Returns the report entry, the fp32 variant's logits and the targets.
     """
-    from livt.export.onnx import make_session, run_onnx
     from livt.export.source import iter_batches
+    from livt.export.variants import engine_runs, run_in_batches
     from livt.metrics import compute_metrics
 
-    sessions = {name: make_session(path, threads=opts.threads) for name, path in variants.items()}
-    logits: dict[str, list[np.ndarray]] = {name: [] for name in variants}
+    backends = {name: run.open(variants, opts.threads) for name, run in engine_runs(variants).items()}
+    logits: dict[str, list[np.ndarray]] = {name: [] for name in backends}
     targets = []
     for x, y in iter_batches(dataset, limit=opts.eval_limit, workers=opts.workers):
-        for name, session in sessions.items():
-            logits[name].append(run_onnx(session, x)[0])
+        for name, backend in backends.items():
+            logits[name].append(run_in_batches(backend, x)[0])
         targets.append(y)
     y = np.concatenate(targets)
     all_logits = {name: np.concatenate(parts) for name, parts in logits.items()}
+    top1_fp32 = all_logits[FP32].argmax(1)
     results = {}
     for name, z in all_logits.items():
         metrics = compute_metrics(z, y, class_counts, many=opts.many, few=opts.few)
         results[name] = {k: (None if metrics[k] is None else float(metrics[k])) for k in SCALAR_METRICS}
+        results[name]["agreement_fp32"] = float(np.mean(z.argmax(1) == top1_fp32))
     entry = {
         "split": opts.eval_split,
         "samples": len(y),

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import livt
-from livt.artifact import FORMAT_VERSION, INPUT_NAME, METADATA_KEY, OUTPUT_NAMES
+from livt.artifact import INPUT_NAME, METADATA_KEY, ArtifactMetadata, FoldedPrior
 from livt.metrics import SCALAR_METRICS
 
-QUANTIZATION_MODES = (None, "int8-dynamic", "int8-qdq")
 # The run's metrics.json subset worth carrying (per-class lists and confusion matrices stay behind).
 _METRIC_KEYS = (*SCALAR_METRICS, "many_threshold", "few_threshold")
 _VERSIONED = ("torch", "onnx", "onnxruntime", "timm")
@@ -30,34 +29,35 @@ def build_metadata(
     source_sha256: str,
     quantization: str | None = None,
 ) -> dict[str, Any]:
-    """The contract metadata for an artifact exported from checkpoint ``meta`` (``meta.json``)."""
-    if quantization not in QUANTIZATION_MODES:
-        raise ValueError(f"quantization must be one of {QUANTIZATION_MODES}, got {quantization!r}")
+    """The contract metadata (``ArtifactMetadata``) for an artifact exported from checkpoint ``meta``."""
     pp = meta["preprocess"]
-    metrics = {k: run_metrics[k] for k in _METRIC_KEYS if k in run_metrics}
-    return {
-        "format_version": FORMAT_VERSION,
-        "livt_version": livt.__version__,
-        "model_name": meta["model"].get("name", "custom"),
-        "model": meta["model"],
-        "classes": list(meta["classes"]),
-        "class_counts": list(meta["class_counts"]),
-        "loss": meta["loss"],
-        "tau": float(meta["tau"]),
-        "input": {
+    return ArtifactMetadata(
+        livt_version=livt.__version__,
+        model_name=meta["model"].get("name", "custom"),
+        model=meta["model"],
+        classes=tuple(meta["classes"]),
+        class_counts=tuple(meta["class_counts"]),
+        loss=meta["loss"],
+        tau=float(meta["tau"]),
+        input={
             "name": INPUT_NAME,
             "shape": [None, int(pp["channels"]), int(pp["img_size"]), int(pp["img_size"])],
             "dtype": "float32",
         },
-        "outputs": list(OUTPUT_NAMES),
-        "preprocess": pp,
-        "prior": prior,
-        "calibration": calibration,
-        "quantization": quantization,
-        "metrics": metrics,
-        "source_sha256": source_sha256,
-        "versions": package_versions(),
-    }
+        preprocess=pp,
+        prior=FoldedPrior(
+            mode=prior["mode"],
+            rule=prior["rule"],
+            offset=tuple(prior["offset"]),
+            source=prior.get("source"),
+            pi=None if prior.get("pi") is None else tuple(prior["pi"]),
+        ),
+        calibration=calibration,
+        quantization=quantization,
+        metrics={k: run_metrics[k] for k in _METRIC_KEYS if k in run_metrics},
+        source_sha256=source_sha256,
+        versions=package_versions(),
+    ).to_dict()
 
 
 def package_versions() -> dict[str, str | None]:

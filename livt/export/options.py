@@ -14,7 +14,7 @@ from livt.export.errors import ExportError
 from livt.metrics import FEW_THRESHOLD, MANY_THRESHOLD
 from livt.prior import DEFAULT_RULE, PRIOR_RULES
 
-FORMATS = ("onnx", "tensorrt", "triton")
+FORMATS = ("onnx", "openvino", "tensorrt", "triton")
 CALIBRATION_CHOICES = ("auto", "none", "temperature", "bcts", "vector")
 INT8_MODE_CHOICES = ("dynamic", "static")
 TRITON_PLATFORMS = ("onnxruntime_onnx", "tensorrt_plan", "openvino")
@@ -49,7 +49,12 @@ class ExportOptions:
         None, "fine-tune run folder (holds checkpoints/best|last)", name="--run", metavar="RUN", required=True
     )
     out: Path = _opt(None, "X.onnx, X.plan, or a Triton repository folder", required=True)
-    format: str = _opt("onnx", "artifact kind", choices=FORMATS)
+    format: str = _opt(
+        "onnx",
+        "artifact kind (openvino: the ONNX plus X.ov-int8.onnx, NNCF INT8 on val images, and OpenVINO "
+        "fp32/bf16/int8 rows in the parity and accuracy tables)",
+        choices=FORMATS,
+    )
     checkpoint: str = _opt("best", "which checkpoint", choices=("best", "last"))
     data_root: Path | None = _opt(None, "data folder, if not the one the run recorded")
     # folding
@@ -78,7 +83,9 @@ class ExportOptions:
         "ONNX",
         choices=INT8_MODE_CHOICES,
     )
-    calibration_images: int = _opt(256, "training images for static INT8", "ONNX")
+    calibration_images: int = _opt(
+        256, "images for static INT8 (training images) and OpenVINO's NNCF INT8 (val images)", "ONNX"
+    )
     # verification and evaluation
     atol: float = _opt(1e-4, "max |logit diff| vs PyTorch for FP32", "verification and evaluation")
     int8_min_agreement: float = _opt(0.9, "min top-1 agreement for INT8/FP16", "verification and evaluation")
@@ -147,8 +154,8 @@ class ExportOptions:
             raise ExportError(f"--int8-mode must be 'dynamic' or 'static', got {self.int8_mode!r}")
         if engine and self.int8_mode == "dynamic":
             raise ExportError("TensorRT INT8 needs explicit Q/DQ: use --int8-mode static (or leave it out)")
-        if self.format == "onnx" and self.out.suffix != ".onnx":
-            raise ExportError(f"--out for --format onnx must end in .onnx, got {self.out}")
+        if self.format in ("onnx", "openvino") and self.out.suffix != ".onnx":
+            raise ExportError(f"--out for --format {self.format} must end in .onnx, got {self.out}")
         if self.format == "tensorrt" and self.out.suffix not in (".plan", ".engine"):
             raise ExportError(f"--out for --format tensorrt must end in .plan or .engine, got {self.out}")
         if self.format == "triton" and self.out.suffix:
@@ -194,7 +201,7 @@ class ExportOptions:
     def resolved_int8_mode(self) -> str | None:
         if not self.int8:
             return None
-        return self.int8_mode or ("dynamic" if self.format == "onnx" else "static")
+        return self.int8_mode or ("dynamic" if self.format in ("onnx", "openvino") else "static")
 
     @property
     def builds_engine(self) -> bool:

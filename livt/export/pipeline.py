@@ -101,7 +101,7 @@ def run_export(opts: ExportOptions) -> ExportResult:
             )
             if choice is not None and opts.eval_split == "test":
                 score_candidates(report.calibration, choice, fp32_logits, targets, fold)
-        if opts.format == "onnx":
+        if opts.format in ("onnx", "openvino"):
             return publish_onnx(variants, out, report)
         publish = publish_engine if opts.format == "tensorrt" else publish_triton
         return publish(opts, variants, folded, splits.x_check, metadata, out, tmp, report)

@@ -13,17 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from livt.artifact import checksum_path, engine_sidecar_path, write_checksum
+from livt.artifact import VARIANT_SUFFIXES, checksum_path, engine_sidecar_path, write_checksum
 from livt.export.errors import VerificationError
 from livt.export.options import ExportOptions
 from livt.export.report import REPORT_FILE, ExportReport, write_json
 from livt.export.variants import FP32, Metadata, check_agreement
-
-_ONNX_SUFFIX = {
-    FP32: ".onnx",
-    "onnx-int8-dynamic": ".int8.onnx",
-    "onnx-int8-qdq": ".qdq.onnx",
-}
 
 
 @dataclass
@@ -37,7 +31,9 @@ class ExportResult:
 
 
 def publish_onnx(variants: dict[str, Path], out: Path, report: ExportReport) -> ExportResult:
-    targets = {name: out.with_name(out.name.removesuffix(".onnx") + _ONNX_SUFFIX[name]) for name in variants}
+    targets = {
+        name: out.with_name(out.name.removesuffix(".onnx") + VARIANT_SUFFIXES[name]) for name in variants
+    }
     report.artifacts = {name: str(path) for name, path in targets.items()}
     staged_report = variants[FP32].parent / REPORT_FILE
     report.write(staged_report)
@@ -60,7 +56,7 @@ def _remove_stale_variants(out: Path, exported: set[str]) -> list[Path]:
     it is another model.
     """
     removed = []
-    for name, suffix in _ONNX_SUFFIX.items():
+    for name, suffix in VARIANT_SUFFIXES.items():
         stale = out.with_name(out.name.removesuffix(".onnx") + suffix)
         if name in exported:
             continue
@@ -139,7 +135,7 @@ def build_verified_engine(
     """Build ``plan`` (+ sidecar) from the fp32 or Q/DQ ONNX and verify it with the server's runner."""
     from livt.export.onnx import compare, run_torch
     from livt.export.tensorrt import build_engine
-    from livt.serving.backends import TensorRTBackend
+    from livt.inference.backends.tensorrt import TensorRTBackend
 
     profile = opts.engine_profile
     src = variants["onnx-int8-qdq"] if opts.int8 else variants[FP32]

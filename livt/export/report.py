@@ -44,16 +44,23 @@ def evaluation_table(report: dict[str, Any]) -> str:
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.2f}"
 
+    versus = any("agreement_fp32" in m for m in evaluation["variants"].values())
     lines = [
         f"{evaluation['split']} split, {evaluation['samples']} images ({evaluation['split_labels']} labels), "
         f"scored under the folded prior '{evaluation['prior']}'",
-        f"{'variant':<20} {'top1':>7} {'bal.acc':>7} {'many':>7} {'medium':>7} {'few':>7} {'ECE':>7} {'agree':>7}",
+        f"{'variant':<20} {'top1':>7} {'bal.acc':>7} {'many':>7} {'medium':>7} {'few':>7} {'ECE':>7} {'agree':>7}"
+        + (f" {'vs fp32':>7}" if versus else ""),
     ]
     for name, m in evaluation["variants"].items():
         agree = report["parity"].get(name, {}).get("top1_agreement")
         lines.append(
             f"{name:<20} {pct(m['top1']):>7} {pct(m['balanced_acc']):>7} {pct(m['many']):>7} "
             f"{pct(m['medium']):>7} {pct(m['few']):>7} {pct(m['ece']):>7} {pct(agree):>7}"
+            + (f" {pct(m.get('agreement_fp32')):>7}" if versus else "")
+        )
+    if versus:
+        lines.append(
+            "(agree: top-1 agreement with PyTorch on the parity images; vs fp32: with onnx-fp32 here)"
         )
     return "\n".join(lines)
 

@@ -21,11 +21,12 @@ import numpy as np
 
 from livt import __version__
 from livt.files import atomic_write_text, display_name
-from livt.prior import PriorError
+from livt.inference.backends.base import ENGINES, PRECISIONS
+from livt.prior import REQUEST_PRIORS, PriorError
 
 EXIT_UNREADABLE = 1
 EXIT_USAGE = 2
-_PRIORS = "model | balanced | train | estimated | a JSON list of one number per class"
+_PRIORS = " | ".join(REQUEST_PRIORS) + " | a JSON list of one number per class"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--probabilities", action="store_true", help="also write every class's probability (JSONL only)"
     )
     p.add_argument("--batch-size", type=int, default=32, help="images per model call")
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
+    p.add_argument("--threads", type=int, default=0, help="the engine's intra-op threads (0: its default)")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", *ENGINES],
+        help="inference engine (auto: the fastest accurate one on this host, as livt-serve picks it)",
+    )
+    p.add_argument("--precision", choices=PRECISIONS, help="fp32, bf16 or int8 (default: auto picks)")
     p.add_argument(
         "--estimate-prior",
         type=Path,
@@ -63,12 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from livt.inference.artifact import ArtifactError
     from livt.predict.predictor import Predictor
-    from livt.serving.artifact import ArtifactError
 
     try:
         _check_args(args)
-        predictor = Predictor(args.model, threads=args.threads)
+        predictor = Predictor(
+            args.model, threads=args.threads, backend=args.backend, precision=args.precision
+        )
         if args.predictions is not None:
             _estimate_from_predictions(predictor, args)
             return 0
@@ -124,7 +134,7 @@ def _run_images(predictor, paths: list[Path], args: argparse.Namespace) -> tuple
     """The readable paths, their logits (in batches), and each unreadable path with the reason."""
     from tqdm import tqdm
 
-    from livt.serving.preprocess import ImageError
+    from livt.inference.preprocess import ImageError
 
     readable, logits, failed = [], [], []
     with tqdm(total=len(paths), unit="img", disable=args.quiet, file=sys.stderr) as bar:
@@ -154,7 +164,7 @@ def _without_name(message: str, path: Path) -> str:
 
 def _write_predictions(predictor, paths: list[Path], mode: str, probabilities: np.ndarray, args) -> None:
     """The predictions as CSV or JSONL: on stdout, or a file replaced whole (never half written)."""
-    from livt.serving.model import top_k
+    from livt.inference.model import top_k
 
     classes = predictor.classes
     k = min(args.top_k, len(classes))

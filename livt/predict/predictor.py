@@ -10,15 +10,12 @@ import numpy as np
 from PIL import Image
 
 from livt import images as image_io
+from livt.inference.model import PriorSpec, ServedModel, open_model, top_k
+from livt.inference.preprocess import DEFAULT_MAX_PIXELS, preprocess_bytes, transform
 from livt.label_shift import PriorEstimate, estimate_prior
-from livt.prior import check_balanced, softmax
-from livt.serving.model import ESTIMATED_PRIOR, MODEL_PRIOR, PriorSpec, ServedModel, open_model, top_k
-from livt.serving.preprocess import preprocess_bytes, transform
-from livt.serving.settings import ServeSettings
+from livt.prior import MODEL_PRIOR, check_balanced, softmax
 
 ImageInput = str | Path | bytes | Image.Image | np.ndarray
-# The server's own default, so a file refused by one is refused by the other.
-DEFAULT_MAX_PIXELS: int = ServeSettings.model_fields["max_image_pixels"].default
 
 
 @dataclass(frozen=True)
@@ -61,12 +58,19 @@ class Predictor:
         model: str | Path,
         *,
         sha256: str | None = None,
+        backend: str = "auto",
+        precision: str | None = None,
         providers: list[str] | None = None,
         threads: int = 0,
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
     ):
         self.model: ServedModel = open_model(
-            Path(model), sha256=sha256, providers=providers, intra_op_threads=threads
+            Path(model),
+            sha256=sha256,
+            backend=backend,
+            precision=precision,
+            providers=providers,
+            intra_op_threads=threads,
         )
         self.max_image_pixels = max_image_pixels
 
@@ -105,14 +109,11 @@ class Predictor:
 
     def apply_prior(self, logits: np.ndarray, prior: PriorSpec) -> tuple[str, np.ndarray]:
         """``(mode, probabilities)`` of the artifact's ``logits`` moved to ``prior``."""
-        if prior == ESTIMATED_PRIOR:
-            offset = self.model.prior_offset(self.estimate_from_logits(logits, bootstrap=0).pi)
-            return ESTIMATED_PRIOR, softmax(self.model.balanced_logits(logits) + offset)
-        mode, offset = self.model.resolve_prior(prior)
-        probabilities = (
-            softmax(logits) if offset is None else softmax(self.model.balanced_logits(logits) + offset)
+        resolved = self.model.resolve_prior(
+            prior, estimated=lambda: (self.estimate_from_logits(logits, bootstrap=0).pi, None)
         )
-        return mode, probabilities
+        probabilities = softmax(logits)
+        return resolved.mode, self.model.apply_prior(logits, probabilities, resolved.offset).probabilities
 
     def logits(
         self,
@@ -124,7 +125,7 @@ class Predictor:
         """The artifact's logits ``[N, K]`` for ``images``, run ``batch_size`` at a time.
 
         ``on_batch(n)`` is called after each batch (a progress bar). A file that cannot be decoded
-        raises ``livt.serving.preprocess.ImageError`` naming it.
+        raises ``livt.inference.preprocess.ImageError`` naming it.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")

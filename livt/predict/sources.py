@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Suffixes of the formats the server accepts (livt.serving.preprocess.ALLOWED_FORMATS).
+# Suffixes of the formats the server accepts (livt.inference.preprocess.ALLOWED_FORMATS).
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 

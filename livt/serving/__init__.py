@@ -1,8 +1,7 @@
-"""A FastAPI service over the exported ONNX / TensorRT artifact. Imports no PyTorch.
+"""A FastAPI service over the exported artifact, on the inference layer ``livt.inference``. Imports no PyTorch.
 
 ``livt-serve --model model.onnx`` runs it; ``create_app(ServeSettings(model=...))`` builds the app.
-Both names load on first use, so ``livt.serving.model`` (the model layer that ``livt.Predictor`` and
-export's engine check share) imports without FastAPI.
+Both names load on first use, so ``import livt.serving`` costs nothing until they are used.
 """
 
 from __future__ import annotations

@@ -18,20 +18,20 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from livt import __version__
+from livt.inference.model import ServedModel
 from livt.label_shift import total_variation
 from livt.serving.batching import DynamicBatcher
 from livt.serving.errors import install_error_handlers
 from livt.serving.inputs import RequestLimits, RequestModels
 from livt.serving.limits import BodySizeLimitMiddleware
 from livt.serving.metrics import MetricsMiddleware, ServingMetrics
-from livt.serving.model import ServedModel, load_model
 from livt.serving.openapi import install_openapi
 from livt.serving.prior_monitor import PriorMonitor, PriorSnapshot
 from livt.serving.raw_predict import RawImagePredictMiddleware
 from livt.serving.routers import metrics, predict, prior, ui, v2
 from livt.serving.security import BrowserGuardMiddleware
 from livt.serving.settings import ServeSettings
-from livt.serving.state import ServingState
+from livt.serving.state import ServingState, load_model
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +102,7 @@ def create_app(settings: ServeSettings, *, model: ServedModel | None = None) -> 
 
 def start_serving(settings: ServeSettings, served: ServedModel, app_metrics: ServingMetrics) -> ServingState:
     """The batcher, prior monitor, request models and decoding threads around a loaded model, started."""
+    app_metrics.set_engine(served.choice.describe())
     if served.info.num_classes <= settings.metrics_max_classes:
         app_metrics.bind_classes(served.info.classes)
     monitor = _prior_monitor(settings, served, app_metrics)

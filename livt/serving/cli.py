@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from livt import __version__
 from livt.flags import add_settings_flags
-from livt.serving.artifact import ArtifactError
+from livt.inference.artifact import ArtifactError
 from livt.serving.settings import ServeSettings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Load before the server starts so a bad artifact is one line and exit code 2, not a traceback.
     from livt.serving.app import create_app
-    from livt.serving.model import load_model
+    from livt.serving.state import load_model
 
     try:
         model = load_model(settings)

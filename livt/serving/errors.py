@@ -18,9 +18,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from livt.inference.preprocess import ImageError, PreprocessConfig
 from livt.prior import PriorError
 from livt.serving.batching import BatcherClosedError, InferenceError, InferenceTimeoutError, QueueFullError
-from livt.serving.preprocess import ImageError, PreprocessConfig
 
 logger = logging.getLogger(__name__)
 

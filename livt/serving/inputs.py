@@ -28,8 +28,8 @@ from starlette.requests import Request
 from typing_extensions import TypeAliasType
 
 from livt.artifact import INPUT_NAME, OUTPUT_NAMES
+from livt.prior import REQUEST_PRIORS
 from livt.serving.errors import TOO_MANY, ServingError
-from livt.serving.model import REQUEST_PRIORS
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 FLOAT32_MAX = float(np.finfo(np.float32).max)

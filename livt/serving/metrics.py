@@ -54,7 +54,17 @@ class ServingMetrics:
             "total variation distance of the estimated prior to the training prior",
             registry=self.registry,
         )
+        self.engine = Gauge(
+            "livt_engine_info",
+            "the engine and precision serving (1), the file they run and why they were chosen",
+            ["engine", "precision", "file", "reason"],
+            registry=self.registry,
+        )
         self._per_class: tuple[list, list, list] | None = None
+
+    def set_engine(self, description: dict[str, str]) -> None:
+        """Publish what serves (``EngineChoice.describe()``)."""
+        self.engine.labels(**description).set(1)
 
     def bind_classes(self, classes: Sequence[str]) -> None:
         """Per-class series for the estimated prior and the predicted classes (one child each)."""

@@ -53,6 +53,9 @@ class ModelInfo(BaseModel):
     calibration: dict[str, Any] | None = Field(description="the calibrator folded into the artifact")
     metrics: dict[str, Any] | None = None
     metadata: dict[str, Any] = Field(description="the artifact's whole livt metadata")
+    priors: list[str] = Field(description="the prior names a request may give (or one number per class)")
+    balanced_logits: bool = Field(description="whether a prior other than the model's own can apply")
+    engine: dict[str, str] = Field(description="the engine and precision serving, their file and why")
 
 
 class PriorEstimateResponse(BaseModel):
@@ -93,6 +96,9 @@ class ModelMetadata(BaseModel):
     platform: str
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
+    parameters: dict[str, str] | None = Field(
+        None, description="the engine and precision that serve, the file they run and why they were chosen"
+    )
 
 
 class Liveness(BaseModel):

@@ -10,6 +10,9 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from livt.inference.preprocess import DEFAULT_MAX_PIXELS
+from livt.prior import ESTIMATED_PRIOR, REQUEST_PRIORS
+
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
@@ -26,7 +29,17 @@ class ServeSettings(BaseSettings):
     providers: Annotated[list[str] | None, NoDecode] = Field(
         None, description="ONNX Runtime providers in order (default: TensorRT, CUDA, CPU as available)"
     )
-    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0 = its default)")
+    backend: Literal["auto", "ort", "openvino", "tensorrt"] = Field(
+        "auto",
+        description="inference engine: auto (the fastest accurate one on this host, from the "
+        "livt-export benchmark record or a short start-up measurement), ort, openvino or tensorrt",
+    )
+    precision: Literal["fp32", "bf16", "int8"] | None = Field(
+        None, description="fp32, bf16 or int8 (default: auto picks; a forced engine runs fp32)"
+    )
+    intra_op_threads: int = Field(
+        0, ge=0, description="intra-op threads of the engine (ONNX Runtime, OpenVINO; 0 = its default)"
+    )
     intra_op_spinning: bool = Field(
         False,
         description="let idle ONNX Runtime threads busy-wait for work: a little lower latency when the "
@@ -55,12 +68,14 @@ class ServeSettings(BaseSettings):
         validate_default=True,
         description="most images in one request (else 413); at most, and by default, max_batch",
     )
-    max_image_pixels: int = Field(40_000_000, ge=1, description="largest image, width * height (else 413)")
+    max_image_pixels: int = Field(
+        DEFAULT_MAX_PIXELS, ge=1, description="largest image, width * height (else 413)"
+    )
     max_top_k: int = Field(100, ge=1, description="largest top_k a request may ask for")
 
     api_key: SecretStr | None = Field(None, description="if set, required as Bearer token or X-API-Key")
 
-    default_prior: Literal["model", "balanced", "train", "estimated"] = Field(
+    default_prior: Literal[REQUEST_PRIORS] = Field(  # type: ignore[valid-type]
         "model", description="the prior of a request that names none ('model': the artifact's own)"
     )
     prior_window: int = Field(
@@ -150,7 +165,7 @@ class ServeSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _estimated_prior_needs_a_window(self) -> ServeSettings:
-        if self.default_prior == "estimated" and self.prior_window == 0:
+        if self.default_prior == ESTIMATED_PRIOR and self.prior_window == 0:
             raise ValueError("default_prior 'estimated' needs a prior window (prior_window > 0)")
         return self
 

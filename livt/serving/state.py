@@ -13,23 +13,35 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from livt.prior import PriorError
+from livt.inference.artifact import ArtifactError
+from livt.inference.model import Prediction, PriorSpec, RequestPrior, ServedModel, open_model
+from livt.prior import MODEL_PRIOR, PriorError
 from livt.serving.batching import BatchResult, DynamicBatcher, InferenceTimeoutError, Reservation
 from livt.serving.errors import check_finite, missed_deadline
 from livt.serving.inputs import RequestModels
 from livt.serving.metrics import ServingMetrics
-from livt.serving.model import ESTIMATED_PRIOR, Prediction, PriorSpec, ServedModel
 from livt.serving.prior_monitor import PriorMonitor
 from livt.serving.settings import ServeSettings
 
 
-@dataclass(frozen=True)
-class RequestPrior:
-    """The prior a request's probabilities are for: its mode, offset (None: the artifact's) and a note."""
-
-    mode: str
-    offset: np.ndarray | None
-    note: str | None = None
+def load_model(settings: ServeSettings) -> ServedModel:
+    """The artifact named by ``settings`` on the engine they ask for, checked against the settings."""
+    served = open_model(
+        settings.model,
+        sha256=settings.sha256,
+        require_checksum=settings.require_checksum,
+        backend=settings.backend,
+        precision=settings.precision,
+        providers=settings.providers,
+        intra_op_threads=settings.intra_op_threads,
+        intra_op_spinning=settings.intra_op_spinning,
+    )
+    if settings.default_prior != MODEL_PRIOR and not served.has_balanced_logits:
+        raise ArtifactError(
+            f"{settings.model}: --default-prior {settings.default_prior} needs balanced logits, but the "
+            f"model was trained with {served.info.loss!r} and tau {served.info.tau:g} (use --default-prior model)"
+        )
+    return served
 
 
 @dataclass(frozen=True)
@@ -85,21 +97,20 @@ class ServingState:
 
     def resolve_prior(self, spec: PriorSpec) -> RequestPrior:
         """A request's prior (None: the server's default); ``PriorError`` for one that cannot be used."""
-        if spec is None:
-            spec = self.settings.default_prior
-        if spec != ESTIMATED_PRIOR:
-            return RequestPrior(*self.model.resolve_prior(spec))
+        return self.model.resolve_prior(
+            self.settings.default_prior if spec is None else spec, estimated=self._estimated
+        )
+
+    def _estimated(self) -> tuple[np.ndarray | None, str | None]:
+        """The traffic's prior, or None with a note while the window holds too few images."""
         if self.prior_monitor is None:
             raise PriorError(self.prior_unavailable_reason())
         snapshot = self.prior_monitor.snapshot
         images = 0 if snapshot is None else snapshot.estimate.images
         if images < self.prior_monitor.min_images:
-            return RequestPrior(
-                "balanced",
-                self.model.prior_offset(None),
-                f"estimated prior not ready ({images} of {self.prior_monitor.min_images} images): balanced used",
-            )
-        return RequestPrior(ESTIMATED_PRIOR, self.model.prior_offset(snapshot.estimate.pi))
+            note = f"estimated prior not ready ({images} of {self.prior_monitor.min_images} images): balanced used"
+            return None, note
+        return snapshot.estimate.pi, None
 
     def prior_unavailable_reason(self) -> str:
         if not self.model.has_balanced_logits:

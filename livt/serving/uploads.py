@@ -19,16 +19,16 @@ from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from livt.serving.batching import InferenceTimeoutError
-from livt.serving.errors import ServingError, missed_deadline
-from livt.serving.inputs import PredictInput, RequestModels, decode_base64_image, text_values
-from livt.serving.preprocess import (
+from livt.inference.preprocess import (
     ImageError,
     ImageTooLargeError,
     PreprocessConfig,
     open_upload,
     preprocess_image,
 )
+from livt.serving.batching import InferenceTimeoutError
+from livt.serving.errors import ServingError, missed_deadline
+from livt.serving.inputs import PredictInput, RequestModels, decode_base64_image, text_values
 from livt.serving.settings import ServeSettings
 
 MULTIPART = "multipart/form-data"

@@ -139,7 +139,7 @@ def test_build_mixup():
 @pytest.mark.parametrize("interpolation", ["nearest", "bilinear", "bicubic", "box", "hamming", "lanczos"])
 def test_every_interpolation_of_the_one_list_resizes_alike_in_training_and_serving(interpolation):
     from livt.images import INTERPOLATIONS
-    from livt.serving.preprocess import PreprocessConfig, transform
+    from livt.inference.preprocess import PreprocessConfig, transform
 
     assert interpolation in INTERPOLATIONS
     info = DatasetInfo("x", ("a",), 3, 8, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))

@@ -151,8 +151,8 @@ def test_v2_infer_with_stock_tritonclient(served: Container, artifact: Path, ima
     import onnxruntime as ort
     import tritonclient.http as triton
 
-    from livt.serving.artifact import parse_metadata
-    from livt.serving.preprocess import preprocess_bytes
+    from livt.inference.artifact import parse_metadata
+    from livt.inference.preprocess import preprocess_bytes
 
     session = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
     info = parse_metadata(session.get_modelmeta().custom_metadata_map["livt"], artifact, "0" * 64)

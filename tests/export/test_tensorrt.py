@@ -29,7 +29,7 @@ def test_unavailable_reason_is_one_line():
 def test_engine_export_verifies_and_writes_a_sidecar(run_dir, tmp_path, extra):
     from livt.artifact import ENGINE_KEYS, engine_sidecar_path
     from livt.export.cli import main
-    from livt.serving.backends import TensorRTBackend
+    from livt.inference.backends.tensorrt import TensorRTBackend
 
     plan = tmp_path / "m.plan"
     args = ["--run", str(run_dir), "--format", "tensorrt", "--out", str(plan), "--max-batch", "16",

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from livt import Predictor
+from livt.inference.preprocess import ImageError
 from livt.prior import PriorError
-from livt.serving.preprocess import ImageError
 
 from ..serving.conftest import CLASSES, image_bytes
 

@@ -15,9 +15,9 @@ import httpx
 import numpy as np
 
 from livt.artifact import sha256_file
-from livt.serving.artifact import parse_metadata
-from livt.serving.backends import open_backend
-from livt.serving.model import ServedModel
+from livt.inference.artifact import parse_metadata
+from livt.inference.backends import open_backend
+from livt.inference.model import ServedModel
 
 from .conftest import image_bytes, metric_value
 
@@ -39,6 +39,7 @@ class SlowBackend:
             self.inner.metadata_json,
             self.inner.input_shape,
         )
+        self.engine, self.precision = self.inner.engine, self.inner.precision
         self.delay_s = delay_s
 
     def run(self, batch: np.ndarray):

@@ -96,8 +96,8 @@ def test_a_missing_checksum_is_logged_or_refused(tmp_path: Path, artifact: Path,
     import logging
     import shutil
 
-    from livt.serving.model import load_model
     from livt.serving.settings import ServeSettings
+    from livt.serving.state import load_model
 
     bare = tmp_path / "bare.onnx"
     shutil.copy(artifact, bare)

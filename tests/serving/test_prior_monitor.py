@@ -89,9 +89,8 @@ def test_bad_settings_are_refused(kw):
 
 def test_the_estimated_request_prior_is_log_pi_of_the_snapshot(artifact):
     """Through ServingState: before min_images balanced with a note, then the snapshot's log pi."""
-    from livt.serving.model import load_model
     from livt.serving.settings import ServeSettings
-    from livt.serving.state import ServingState
+    from livt.serving.state import ServingState, load_model
 
     settings = ServeSettings(model=artifact)
     model = load_model(settings)

@@ -22,9 +22,10 @@ from .conftest import image_bytes, ort_reference, running_server
 def test_predictions_match_timm_eval_transform_and_onnxruntime(real_artifact: Path):
     from timm.data import create_transform
 
-    from livt.serving.model import load_model
+    from livt.serving.state import load_model
 
-    info = load_model(ServeSettings(model=real_artifact)).info
+    # ONNX Runtime fp32 on both sides: this compares the preprocessing, not engines (auto may pick bf16).
+    info = load_model(ServeSettings(model=real_artifact, backend="ort")).info
     cfg = info.preprocess
     tf = create_transform(
         input_size=cfg.input_shape, is_training=False, interpolation=cfg.interpolation,
@@ -34,7 +35,7 @@ def test_predictions_match_timm_eval_transform_and_onnxruntime(real_artifact: Pa
     batch = np.stack([tf(Image.open(io.BytesIO(f)).convert("RGB")).numpy() for f in files])
     _, expected = ort_reference(real_artifact, batch)
 
-    with running_server(create_app(ServeSettings(model=real_artifact))) as url:
+    with running_server(create_app(ServeSettings(model=real_artifact, backend="ort"))) as url:
         uploads = [("files", (f"f{i}", f)) for i, f in enumerate(files)]
         res = httpx.post(
             f"{url}/v1/predict", files=uploads, data={"top_k": str(info.num_classes)}, timeout=30
@@ -51,10 +52,10 @@ def test_predictions_match_timm_eval_transform_and_onnxruntime(real_artifact: Pa
 
 def test_served_predictions_equal_livt_train_evaluate(real_artifact: Path, tmp_path: Path):
     """Issue 5: the same image files through ``livt-train evaluate`` and the server give the same answer."""
-    from livt.serving.model import load_model
+    from livt.serving.state import load_model
     from livt.training.cli import main as train_main
 
-    info = load_model(ServeSettings(model=real_artifact)).info
+    info = load_model(ServeSettings(model=real_artifact, backend="ort")).info
     assert info.prior_mode == "balanced" and info.calibration is None  # so both sides are softmax(z)
     first, last = info.classes[0], info.classes[-1]
     # Odd sizes (crop and resize both matter), both formats, and a greyscale file the run sees as RGB.
@@ -84,7 +85,7 @@ def test_served_predictions_equal_livt_train_evaluate(real_artifact: Path, tmp_p
     assert evaluated[f"val/{last}/grey.png"]["target"] == info.num_classes - 1
     assert (out / "metrics.json").is_file()
 
-    with running_server(create_app(ServeSettings(model=real_artifact))) as url:
+    with running_server(create_app(ServeSettings(model=real_artifact, backend="ort"))) as url:
         uploads = [("files", (Path(name).name, data)) for name, data in files.items()]
         form = {"top_k": str(info.num_classes), "prior": "balanced"}
         res = httpx.post(f"{url}/v1/predict", files=uploads, data=form, timeout=30)
@@ -128,7 +129,7 @@ def test_exported_checksum_is_sha256sum_format_and_guards_serving(
     real_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ):
     from livt.serving.cli import main as serve_main
-    from livt.serving.model import load_model
+    from livt.serving.state import load_model
 
     sidecar = real_artifact.with_name(real_artifact.name + ".sha256")
     digest = hashlib.sha256(real_artifact.read_bytes()).hexdigest()

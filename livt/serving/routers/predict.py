@@ -15,9 +15,10 @@ import time
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from livt.inference.model import top_k as pick_top_k
+from livt.prior import REQUEST_PRIORS
 from livt.serving.dependencies import StateDep, require_api_key
 from livt.serving.errors import responses
-from livt.serving.model import top_k as pick_top_k
 from livt.serving.schemas import ClassScore, ImagePrediction, ModelInfo, ModelRef, PredictResponse, Timing
 from livt.serving.state import ServingState
 from livt.serving.uploads import JSON, decode_in_pool, decode_inline, read_predict_request
@@ -93,6 +94,9 @@ async def model_info(state: StateDep) -> ModelInfo:
         calibration=info.calibration,
         metrics=info.metadata.get("metrics"),
         metadata=info.metadata,
+        priors=list(REQUEST_PRIORS),
+        balanced_logits=state.model.has_balanced_logits,
+        engine=state.model.choice.describe(),
     )
 
 

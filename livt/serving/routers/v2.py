@@ -77,6 +77,7 @@ def _metadata(state: ServingState, name: str, version: str) -> ModelMetadata:
         platform=state.model.backend.platform,
         inputs=[TensorMetadata(name=INPUT_NAME, datatype="FP32", shape=[-1, *info.preprocess.input_shape])],
         outputs=[TensorMetadata(name=n, datatype="FP32", shape=[-1, info.num_classes]) for n in OUTPUT_NAMES],
+        parameters=state.model.choice.describe(),
     )
 
 

@@ -68,9 +68,11 @@ async function loadModelInfo() {
     state.trainCounts = meta.class_counts || []; // "train" fill: the counts, which the server normalises
     $("model-line").textContent =
       `${meta.model_name || "model"} · ${body.classes.length} classes · built-in prior: ${state.builtInPrior} · version ${body.version}`;
-    // tau 0 (plain cross-entropy): the logits follow the training distribution and no prior can move them.
-    const balanced = meta.tau !== 0;
-    for (const value of ["balanced", "train", "custom"]) offerPrior(value, balanced);
+    // Without balanced logits (trained with tau 0) no prior can move the outputs; the server says which.
+    const balanced = body.balanced_logits;
+    for (const value of [...body.priors, "custom"]) {
+      if (value !== "model" && value !== "estimated") offerPrior(value, balanced);
+    }
     if (!balanced) offerPrior("estimated", false);
     $("prior").dataset.noBalanced = balanced ? "" : "yes";
     buildCustomInputs();

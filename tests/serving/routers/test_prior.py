@@ -143,8 +143,8 @@ def test_model_without_balanced_logits_answers_409(artifact: Path, tmp_path: Pat
 def test_default_prior_estimated_needs_a_window_and_balanced_logits(artifact: Path, tmp_path: Path):
     from pydantic import ValidationError
 
-    from livt.serving.artifact import ArtifactError
-    from livt.serving.model import load_model
+    from livt.inference.artifact import ArtifactError
+    from livt.serving.state import load_model
 
     with pytest.raises(ValidationError, match="needs a prior window"):
         ServeSettings(model=artifact, prior_window=0, default_prior="estimated")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from livt.serving.preprocess import (
+from livt.inference.preprocess import (
     ImageError,
     ImageTooLargeError,
     PreprocessConfig,

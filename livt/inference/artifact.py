@@ -1,6 +1,6 @@
 """The served artifact: its checksum and the ``livt`` metadata it carries (docs/architecture.md).
 
-The contract's names, format version and sidecar files come from ``livt.artifact``, shared with export.
+The contract (names, format version, the typed ``ArtifactMetadata``, sidecars) is ``livt.artifact``, shared with export.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from livt.artifact import FORMAT_VERSION, checksum_path, read_checksum, sha256_file
-from livt.prior import PRIOR_RULES
-from livt.serving.preprocess import PreprocessConfig
+from livt.artifact import ArtifactMetadata, MetadataError, checksum_path, read_checksum, sha256_file
+from livt.inference.preprocess import PreprocessConfig
 
 logger = logging.getLogger(__name__)
 
@@ -84,55 +83,27 @@ def verify_checksum(path: Path, expected: str | None = None, *, required: bool =
 
 
 def parse_metadata(raw: str, path: Path, sha256: str) -> ArtifactInfo:
-    """Validate the artifact's ``livt`` JSON; every problem is an ``ArtifactError`` naming the key."""
+    """Validate the artifact's ``livt`` JSON (``livt.artifact.ArtifactMetadata``); every problem is an
+    ``ArtifactError`` naming the file and the key."""
     try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{path}: the livt metadata is not valid JSON ({exc})") from exc
-    if not isinstance(meta, dict):
-        raise ArtifactError(f"{path}: the livt metadata is not a JSON object")
-    version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        hint = (
-            " (exported by an older livt: export it again)"
-            if isinstance(version, int) and version < FORMAT_VERSION
-            else ""
-        )
-        raise ArtifactError(
-            f"{path}: metadata format_version {version!r} is not supported (this server reads "
-            f"{FORMAT_VERSION}){hint}"
-        )
-    try:
-        classes = tuple(str(c) for c in meta["classes"])
-        counts = tuple(int(c) for c in meta["class_counts"])
-        offset = np.asarray(meta["prior"]["offset"], dtype=np.float32)
-        info = ArtifactInfo(
-            path=path,
-            sha256=sha256,
-            metadata=meta,
-            classes=classes,
-            class_counts=counts,
-            loss=str(meta["loss"]),
-            tau=float(meta["tau"]),
-            prior_mode=str(meta["prior"]["mode"]),
-            prior_rule=str(meta["prior"]["rule"]),
-            offset=offset,
-            calibration=meta["calibration"],
-            preprocess=PreprocessConfig.from_dict(meta["preprocess"]),
-        )
+        meta = ArtifactMetadata.from_json(raw)
+        preprocess = PreprocessConfig.from_dict(meta.preprocess)
     except KeyError as exc:
         raise ArtifactError(f"{path}: the livt metadata lacks the key {exc}") from exc
     except (TypeError, ValueError) as exc:
-        raise ArtifactError(f"{path}: invalid livt metadata: {exc}") from exc
-    k = info.num_classes
-    if k < 1 or len(counts) != k or offset.shape != (k,):
-        raise ArtifactError(
-            f"{path}: metadata has {k} classes, {len(counts)} class_counts and {offset.size} offsets"
-        )
-    if not np.isfinite(offset).all():
-        raise ArtifactError(f"{path}: metadata prior offset must be finite")
-    if info.prior_rule not in PRIOR_RULES:
-        raise ArtifactError(f"{path}: metadata prior rule {info.prior_rule!r} is not one of {PRIOR_RULES}")
-    if info.calibration is not None and not isinstance(info.calibration, dict):
-        raise ArtifactError(f"{path}: metadata calibration must be an object or null")
-    return info
+        prefix = "" if isinstance(exc, MetadataError) else "invalid livt metadata: "
+        raise ArtifactError(f"{path}: {prefix}{exc}") from exc
+    return ArtifactInfo(
+        path=path,
+        sha256=sha256,
+        metadata=json.loads(raw),
+        classes=meta.classes,
+        class_counts=meta.class_counts,
+        loss=meta.loss,
+        tau=meta.tau,
+        prior_mode=meta.prior.mode,
+        prior_rule=meta.prior.rule,
+        offset=np.asarray(meta.prior.offset, dtype=np.float32),
+        calibration=meta.calibration,
+        preprocess=preprocess,
+    )

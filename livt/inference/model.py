@@ -1,4 +1,4 @@
-"""The served model: a backend plus its validated metadata, and the request-time prior.
+"""The model every caller runs (server and ``Predictor``): a backend, its validated metadata, the prior.
 
 The artifact's logits are ``c + offset_export``: ``c`` the calibrated balanced logits, the offset
 that of the prior folded at export. A request asking for another prior gets ``c + prior_offset(pi)``
@@ -8,22 +8,40 @@ temperature is involved: calibration happened before the prior, inside the artif
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from livt.prior import PriorError, has_balanced_logits, prior_offset, resolve_prior, softmax
-from livt.serving.artifact import ArtifactError, ArtifactInfo, parse_metadata, verify_checksum
-from livt.serving.backends import Backend, open_backend
-from livt.serving.settings import ServeSettings
+from livt.inference.artifact import ArtifactError, ArtifactInfo, parse_metadata
+from livt.inference.backends import Backend
+from livt.inference.selection import EngineChoice, select_engine
+from livt.prior import (
+    BALANCED_PRIOR,
+    ESTIMATED_PRIOR,
+    MODEL_PRIOR,
+    REQUEST_PRIORS,
+    TRAIN_PRIOR,
+    PriorError,
+    has_balanced_logits,
+    prior_offset,
+    resolve_prior,
+    softmax,
+)
 
-MODEL_PRIOR = "model"  # the prior folded into the artifact: leave the logits as they are
-ESTIMATED_PRIOR = "estimated"  # the prior estimated from the traffic (livt.serving.prior_monitor)
-# The priors a request may name ("estimated" is resolved by the serving state, the rest here).
-REQUEST_PRIORS = (MODEL_PRIOR, "balanced", "train", ESTIMATED_PRIOR)
 PriorSpec = str | Sequence[float] | None
+# Where an "estimated" prior comes from: ``(pi, note)``, ``pi`` None for "not ready, balanced used".
+EstimatedPrior = Callable[[], tuple[np.ndarray | None, str | None]]
+
+
+@dataclass(frozen=True)
+class RequestPrior:
+    """The prior a request's probabilities are for: its mode, offset (None: the artifact's) and a note."""
+
+    mode: str
+    offset: np.ndarray | None
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -37,7 +55,7 @@ class Prediction:
 class ServedModel:
     """A loaded artifact: run batches, move logits to a request's prior, pick the top classes."""
 
-    def __init__(self, backend: Backend, info: ArtifactInfo):
+    def __init__(self, backend: Backend, info: ArtifactInfo, choice: EngineChoice | None = None):
         expected = (info.preprocess.channels, info.preprocess.img_size, info.preprocess.img_size)
         shape = tuple(backend.input_shape)
         if len(shape) != 4 or any(f is not None and f != e for f, e in zip(shape[1:], expected, strict=True)):
@@ -59,15 +77,20 @@ class ServedModel:
             )
         self.backend = backend
         self.info = info
+        self.choice = choice or EngineChoice(backend.engine, backend.precision, info.path, "given")
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The artifact's ``(logits, probabilities)`` for a float32 ``[N, C, H, W]`` batch."""
-        return self.backend.run(batch)
+        logits, probabilities = self.backend.run(batch)
+        # A graph that baked in a batch size can answer for fewer images without failing (OpenVINO).
+        if len(logits) != len(batch) or len(probabilities) != len(batch):
+            raise RuntimeError(f"the model returned {len(logits)} rows for {len(batch)} images")
+        return logits, probabilities
 
     @property
     def has_balanced_logits(self) -> bool:
         """Whether a target prior can be applied (the model was trained with a balanced loss)."""
-        return has_balanced_logits(self.info.loss, self.info.tau)
+        return has_balanced_logits(self.info.tau)
 
     def balanced_logits(self, logits: np.ndarray) -> np.ndarray:
         """The calibrated balanced logits behind the artifact's ``logits``."""
@@ -77,20 +100,25 @@ class ServedModel:
         """The offset that moves the calibrated balanced logits to prior ``pi`` (None: balanced)."""
         return prior_offset(pi, self.info.loss, self.info.tau, self.info.num_classes, self.info.prior_rule)
 
-    def resolve_prior(self, spec: PriorSpec) -> tuple[str, np.ndarray | None]:
-        """``(mode, offset)`` for a request's prior; ``offset`` is None for the artifact's own.
+    def resolve_prior(self, spec: PriorSpec, *, estimated: EstimatedPrior | None = None) -> RequestPrior:
+        """A request's prior: ``"model"``/None (no change), ``"balanced"``, ``"train"``, class frequencies,
+        or ``"estimated"`` from ``estimated`` (the server's traffic window, the Predictor's own images).
 
-        ``spec`` is ``"model"``/None (no change), ``"balanced"``, ``"train"`` or class frequencies.
         Raises ``PriorError`` with the reason for anything else (file paths are not accepted).
         """
         if spec is None or spec == MODEL_PRIOR:
-            return self.info.prior_mode, None
-        if isinstance(spec, str) and spec not in ("balanced", "train"):
-            raise PriorError(
-                f"prior must be 'model', 'balanced', 'train', 'estimated' or a list of numbers, got {spec!r}"
-            )
+            return RequestPrior(self.info.prior_mode, None)
+        if spec == ESTIMATED_PRIOR:
+            if estimated is None:
+                raise PriorError("the 'estimated' prior needs images to estimate it from")
+            pi, note = estimated()
+            mode = ESTIMATED_PRIOR if pi is not None else BALANCED_PRIOR
+            return RequestPrior(mode, self.prior_offset(pi), note)
+        if isinstance(spec, str) and spec not in (BALANCED_PRIOR, TRAIN_PRIOR):
+            names = ", ".join(repr(name) for name in REQUEST_PRIORS)
+            raise PriorError(f"prior must be {names} or a list of numbers, got {spec!r}")
         mode, pi = resolve_prior(spec, self.info.class_counts)
-        return mode, self.prior_offset(pi)
+        return RequestPrior(mode, self.prior_offset(pi))
 
     def apply_prior(
         self, logits: np.ndarray, probabilities: np.ndarray, offset: np.ndarray | None
@@ -114,32 +142,22 @@ def open_model(
     *,
     sha256: str | None = None,
     require_checksum: bool = False,
+    backend: str = "auto",
+    precision: str | None = None,
     providers: list[str] | None = None,
     intra_op_threads: int = 0,
     intra_op_spinning: bool = False,
 ) -> ServedModel:
-    """Verify, open and validate the artifact at ``path``; ``ArtifactError`` says why not."""
-    path = Path(path)
-    digest = verify_checksum(path, sha256, required=require_checksum)
-    backend = open_backend(
-        path, providers=providers, intra_op_threads=intra_op_threads, intra_op_spinning=intra_op_spinning
+    """Verify, open and validate the artifact at ``path`` on the engine ``backend`` picks (``auto``:
+    the fastest accurate one here, ``livt.inference.selection``); ``ArtifactError`` says why not."""
+    opened, choice, digest = select_engine(
+        Path(path),
+        backend,
+        precision,
+        sha256=sha256,
+        require_checksum=require_checksum,
+        providers=providers,
+        threads=intra_op_threads,
+        spinning=intra_op_spinning,
     )
-    return ServedModel(backend, parse_metadata(backend.metadata_json, path, digest))
-
-
-def load_model(settings: ServeSettings) -> ServedModel:
-    """The artifact named by ``settings``, checked against the settings that depend on it."""
-    served = open_model(
-        settings.model,
-        sha256=settings.sha256,
-        require_checksum=settings.require_checksum,
-        providers=settings.providers,
-        intra_op_threads=settings.intra_op_threads,
-        intra_op_spinning=settings.intra_op_spinning,
-    )
-    if settings.default_prior != MODEL_PRIOR and not served.has_balanced_logits:
-        raise ArtifactError(
-            f"{settings.model}: --default-prior {settings.default_prior} needs balanced logits, but the "
-            f"model was trained with {served.info.loss!r} and tau {served.info.tau:g} (use --default-prior model)"
-        )
-    return served
+    return ServedModel(opened, parse_metadata(opened.metadata_json, choice.path, digest), choice)

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livt.serving.artifact import ArtifactError
-from livt.serving.backends import OnnxRuntimeBackend, choose_providers, open_backend
+from livt.inference.artifact import ArtifactError
+from livt.inference.backends import open_backend
+from livt.inference.backends.onnxruntime import OnnxRuntimeBackend, choose_providers
 
 
 def test_provider_order_and_overrides():
@@ -36,7 +37,7 @@ def test_onnxruntime_backend_runs_the_artifact(artifact: Path):
 
 @pytest.mark.parametrize(("spinning", "entry"), [(False, "0"), (True, "1")])
 def test_thread_spinning_is_off_unless_asked_for(artifact: Path, spinning: bool, entry: str):
-    backend = open_backend(artifact, intra_op_spinning=spinning)
+    backend = open_backend(artifact, spinning=spinning)
     assert isinstance(backend, OnnxRuntimeBackend)
     options = backend.session.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == entry
@@ -81,3 +82,13 @@ def test_tensorrt_engine_needs_sidecar_and_is_refused_cleanly_here(tmp_path: Pat
         # Installed: it must refuse the mismatching versions (or the missing GPU), naming what differs.
         with pytest.raises(ArtifactError, match=r"tensorrt_version|GPU"):
             open_backend(plan)
+
+
+def test_settings_name_every_engine_and_precision():
+    from typing import get_args
+
+    from livt.inference.backends import ENGINES, PRECISIONS
+    from livt.serving.settings import ServeSettings
+
+    assert get_args(ServeSettings.model_fields["backend"].annotation) == ("auto", *ENGINES)
+    assert get_args(get_args(ServeSettings.model_fields["precision"].annotation)[0]) == PRECISIONS

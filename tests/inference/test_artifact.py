@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from livt.artifact import sha256_file
-from livt.serving.artifact import ArtifactError, parse_metadata, verify_checksum
+from livt.inference.artifact import ArtifactError, parse_metadata, verify_checksum
 
 from .conftest import CLASS_COUNTS, CLASSES, PREPROCESS
 

@@ -1,6 +1,5 @@
-"""Inference backends: ONNX Runtime (any execution provider) and a raw TensorRT engine.
+"""A serialized TensorRT engine ``X.plan`` with its metadata sidecar ``X.plan.json``.
 
-Both take a float32 batch ``[N, C, H, W]`` and return the artifact's ``(logits, probabilities)``.
 TensorRT is imported lazily and only for ``.plan`` files; device memory goes through the CUDA
 driver API with ctypes, so the serving image needs no PyTorch or CUDA Python bindings.
 """
@@ -9,151 +8,62 @@ from __future__ import annotations
 
 import ctypes
 import json
-import logging
 import threading
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from livt.artifact import (
     INPUT_NAME,
-    METADATA_KEY,
     OUTPUT_NAMES,
     EngineMismatchError,
-    engine_mismatches,
+    check_engine_compatible,
     read_engine_sidecar,
 )
-from livt.serving.artifact import ArtifactError
-
-logger = logging.getLogger(__name__)
-
-PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-
-
-class Backend(Protocol):
-    """What the server needs from an inference engine."""
-
-    platform: str  # the Open Inference Protocol platform string
-    metadata_json: str  # the artifact's ``livt`` metadata
-    input_shape: tuple[int | None, ...]  # [N, C, H, W], None for dynamic dimensions
-
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
-
-
-def open_backend(
-    path: Path,
-    *,
-    providers: list[str] | None = None,
-    intra_op_threads: int = 0,
-    intra_op_spinning: bool = False,
-) -> Backend:
-    """Open ``path`` with the backend its suffix calls for (``.plan`` = TensorRT, else ONNX Runtime)."""
-    if path.suffix in (".plan", ".engine"):
-        return TensorRTBackend(path)
-    return OnnxRuntimeBackend(
-        path, providers=providers, intra_op_threads=intra_op_threads, intra_op_spinning=intra_op_spinning
-    )
-
-
-def choose_providers(requested: list[str] | None, available: list[str]) -> list[str]:
-    """The providers to use: ``requested`` if all are available, else the preferred ones available."""
-    if requested:
-        missing = [p for p in requested if p not in available]
-        if missing:
-            raise ArtifactError(
-                f"execution providers {missing} are not available in this onnxruntime "
-                f"(available: {', '.join(available)})"
-            )
-        return list(requested)
-    return [p for p in PREFERRED_PROVIDERS if p in available] or list(available)
-
-
-class OnnxRuntimeBackend:
-    """An ``onnxruntime.InferenceSession`` over the exported ``.onnx`` artifact."""
-
-    platform = "onnxruntime_onnx"
-
-    def __init__(
-        self,
-        path: Path,
-        *,
-        providers: list[str] | None = None,
-        intra_op_threads: int = 0,
-        intra_op_spinning: bool = False,
-    ):
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise ArtifactError("serving an ONNX model needs onnxruntime: pip install 'livt[serve]'") from exc
-        chosen = choose_providers(providers, ort.get_available_providers())
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        # Idle pool threads spin (busy-wait) by default, for the next parallel section. In a server they
-        # take the CPU from the event loop that decodes the next requests: on 2 cores spinning cost
-        # about 15 % of the throughput at 32 concurrent requests and saved about 0.4 ms at concurrency 1.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if intra_op_spinning else "0")
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
-        except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ArtifactError(f"{path}: not a loadable ONNX model ({reason})") from exc
-        self.providers = self.session.get_providers()
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        names = [o.name for o in outputs]
-        if [i.name for i in inputs] != [INPUT_NAME] or any(n not in names for n in OUTPUT_NAMES):
-            raise ArtifactError(
-                f"{path}: incompatible model: expected input {INPUT_NAME!r} and outputs {list(OUTPUT_NAMES)}, "
-                f"found inputs {[i.name for i in inputs]} and outputs {names}"
-            )
-        if inputs[0].type != "tensor(float)":
-            raise ArtifactError(f"{path}: incompatible model: input is {inputs[0].type}, not tensor(float)")
-        self.input_shape = tuple(d if isinstance(d, int) else None for d in inputs[0].shape)
-        self.metadata_json = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY, "")
-        if not self.metadata_json:
-            raise ArtifactError(
-                f"{path}: the ONNX model carries no {METADATA_KEY!r} metadata (export it with livt-export)"
-            )
-        logger.info("onnxruntime session on %s with providers %s", path, self.providers)
-
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, probabilities = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
-        return logits, probabilities
+from livt.inference.artifact import ArtifactError
+from livt.inference.backends.base import BackendUnavailableError
 
 
 class TensorRTBackend:
     """A serialized TensorRT engine ``X.plan`` with its metadata sidecar ``X.plan.json``."""
 
     platform = "tensorrt_plan"
+    engine = "tensorrt"
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, precision: str | None = None):
         try:
             meta = read_engine_sidecar(path)
         except EngineMismatchError as exc:
             raise ArtifactError(str(exc)) from exc
+        # Fixed when the engine was built; livt-export records it in the sidecar.
+        self.precision = str(meta.get("precision", "fp32"))
+        if precision is not None and precision != self.precision:
+            raise BackendUnavailableError(
+                f"{path}: this TensorRT engine was built for {self.precision}, not {precision} (rebuild it with "
+                "livt-export --format tensorrt [--fp16] [--int8])"
+            )
         self.metadata_json = json.dumps(meta)
         try:
             import tensorrt as trt
         except ImportError as exc:
-            raise ArtifactError(
+            raise BackendUnavailableError(
                 "serving a TensorRT engine needs the tensorrt package: pip install 'livt[tensorrt]'"
             ) from exc
         try:
             self._cuda = _CudaDriver()
         except OSError as exc:
-            raise ArtifactError(f"{path}: a TensorRT engine needs an NVIDIA GPU and driver ({exc})") from exc
-
+            raise BackendUnavailableError(
+                f"{path}: a TensorRT engine needs an NVIDIA GPU and driver ({exc})"
+            ) from exc
         found = {
             "tensorrt_version": trt.__version__,
             "gpu_name": self._cuda.device_name(),
             "compute_capability": self._cuda.compute_capability(),
         }
-        differences = engine_mismatches(meta, found)
-        if differences:
-            raise ArtifactError(
-                f"{path}: the engine was built for another setup: {'; '.join(differences)}. "
-                "Rebuild it on this machine with livt-export --format tensorrt"
-            )
+        try:
+            check_engine_compatible(path, found)
+        except EngineMismatchError as exc:
+            raise ArtifactError(str(exc)) from exc
         self._cuda.make_current()
         self._engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(path.read_bytes())
         if self._engine is None:

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from livt.inference.artifact import ArtifactError
+from livt.inference.model import RequestPrior, ServedModel, top_k
 from livt.prior import PriorError, prior_offset, resolve_prior, softmax
-from livt.serving.artifact import ArtifactError
-from livt.serving.model import ServedModel, load_model, top_k
 from livt.serving.settings import ServeSettings
+from livt.serving.state import load_model
 
 from .conftest import CLASS_COUNTS, LOSS, TAU, TEMPERATURE
 
@@ -20,10 +21,14 @@ def model(artifact: Path) -> ServedModel:
     return load_model(ServeSettings(model=artifact))
 
 
+def _mode_offset(prior: RequestPrior) -> tuple[str, np.ndarray | None]:
+    return prior.mode, prior.offset
+
+
 def test_model_prior_leaves_outputs_untouched(model: ServedModel):
     logits = np.array([[1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
     probs = softmax(logits)
-    mode, offset = model.resolve_prior("model")
+    mode, offset = _mode_offset(model.resolve_prior("model"))
     assert mode == "train" and offset is None
     out = model.apply_prior(logits, probs, offset)
     assert out.logits is logits and out.probabilities is probs
@@ -35,15 +40,15 @@ def test_other_priors_follow_the_contract(model: ServedModel):
     _, train_pi = resolve_prior("train", CLASS_COUNTS)
     exported = calibrated + np.log(train_pi).astype(np.float32)
     np.testing.assert_allclose(model.balanced_logits(exported), calibrated, atol=1e-6)
-    _, balanced = model.resolve_prior("balanced")
+    _, balanced = _mode_offset(model.resolve_prior("balanced"))
     out = model.apply_prior(exported, softmax(exported), balanced)
     np.testing.assert_allclose(out.logits, calibrated, atol=1e-5)
     np.testing.assert_allclose(out.probabilities, softmax(calibrated), atol=1e-6)
-    mode, train = model.resolve_prior("train")
+    mode, train = _mode_offset(model.resolve_prior("train"))
     np.testing.assert_allclose(
         model.apply_prior(exported, softmax(exported), train).logits, exported, atol=1e-5
     )
-    mode, custom = model.resolve_prior([1, 1, 1, 5])
+    mode, custom = _mode_offset(model.resolve_prior([1, 1, 1, 5]))
     assert mode == "custom"
     expected = calibrated + np.log([0.125, 0.125, 0.125, 0.625])
     np.testing.assert_allclose(

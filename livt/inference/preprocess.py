@@ -30,6 +30,7 @@ from livt import images
 from livt.images import RESAMPLE
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
+DEFAULT_MAX_PIXELS = 40_000_000  # the largest image (width * height) the server and Predictor accept
 
 
 class ImageError(ValueError):
