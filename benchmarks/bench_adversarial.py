@@ -31,10 +31,11 @@ from collections import Counter
 from pathlib import Path
 
 from adversarial_requests import DROPPED, SlowClients, bad_requests
-from harness.host import host_info
 from harness.load import CHECK_EVERY, Connection, event_loop, percentile, request_bytes
 from harness.reference import reference
 from harness.server import ServerProcess
+
+from livt.host import host_info
 
 
 class _ClosingAwareConnection(Connection):

@@ -37,10 +37,11 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from harness.host import host_info
 from harness.load import http_level, request_bytes
 from harness.reference import BenchImage, reference
 from harness.server import ServerProcess, free_port, is_ready
+
+from livt.host import host_info
 
 ROOT = Path(__file__).resolve().parents[1]
 LABEL = "livt.bench-docker"

@@ -33,8 +33,8 @@ from livt.export.fold import FoldedClassifier
 from livt.export.onnx import export_onnx
 from livt.export.openvino import quantize_int8_nncf
 from livt.export.quantize import quantize_int8_dynamic
+from livt.host import host_info
 from livt.inference.backends import open_backend
-from livt.inference.host import host_fingerprint
 from livt.inference.selection import candidates, measure
 from livt.models import create_classifier
 from livt.models.registry import vit_config
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write the report here")
     args = p.parse_args(argv)
     torch.manual_seed(0)
-    report: dict[str, Any] = {"host": host_fingerprint(), "threads": args.threads, "models": {}}
+    report: dict[str, Any] = {"host": host_info(), "threads": args.threads, "models": {}}
     for key in args.models:
         with tempfile.TemporaryDirectory() as tmp:
             report["models"][key] = bench_model(*MODELS[key], Path(tmp), args)

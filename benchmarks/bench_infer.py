@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from harness.host import host_info
 
 from livt.artifact import INPUT_NAME, OUTPUT_NAMES
 from livt.export.bench import time_callable
@@ -35,6 +34,7 @@ from livt.export.onnx import make_session
 from livt.export.options import ExportOptions
 from livt.export.pipeline import run_export
 from livt.export.source import ExportSource, iter_batches, load_source, load_subset, open_split
+from livt.host import host_info
 from livt.metrics import SCALAR_METRICS, compute_metrics
 from livt.training.checkpoint import recorded_thresholds
 

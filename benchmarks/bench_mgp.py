@@ -37,9 +37,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from harness.host import host_info
 from torch.utils.flop_counter import FlopCounterMode
 
+from livt.host import host_info
 from livt.models import MAEConfig, MaskedAutoencoder, ViTConfig
 from livt.training.distributed import resolve_device
 from livt.training.engine import autocast, resolve_precision

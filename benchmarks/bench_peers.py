@@ -30,10 +30,11 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from harness.host import host_info
 from harness.load import http_level, request_bytes
 from harness.reference import reference
 from harness.server import ServerProcess, free_port
+
+from livt.host import host_info
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

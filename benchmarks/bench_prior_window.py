@@ -18,10 +18,11 @@ import statistics
 import sys
 from pathlib import Path
 
-from harness.host import host_info
 from harness.load import http_level, request_bytes
 from harness.reference import reference
 from harness.server import ServerProcess
+
+from livt.host import host_info
 
 CONFIGS = {
     "bare": ["--prior-window", "0", "--metrics-max-classes", "0"],

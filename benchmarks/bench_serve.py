@@ -24,10 +24,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from harness.host import host_info
 from harness.load import http_level, request_bytes
 from harness.reference import reference
 from harness.server import ServerProcess
+
+from livt.host import host_info
 
 
 def _raw_ort(model: Path, x1: np.ndarray, batch: int, seconds: float) -> dict:

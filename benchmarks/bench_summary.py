@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.host import host_info
+from livt.host import host_info
 
 HERE = Path(__file__).resolve().parent
 # name: bench_train arguments (32 px, patch 4, the MGP decoder 128 x 2 unless said).

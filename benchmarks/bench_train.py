@@ -15,9 +15,9 @@ import json
 import time
 
 import torch
-from harness.host import host_info
 from torch.utils.flop_counter import FlopCounterMode
 
+from livt.host import host_info
 from livt.models import MAEConfig, MaskedAutoencoder, ViTConfig, create_classifier
 from livt.training.distributed import resolve_device
 from livt.training.engine import autocast, resolve_precision

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from harness.host import host_info
 from harness.report import write_json
 
 from livt.export.calibration import CALIBRATORS, select_calibration
 from livt.export.fold import FoldedClassifier
 from livt.export.source import iter_batches, load_source, open_split
+from livt.host import host_info
 from livt.label_shift import bbse_prior, em_prior, total_variation
 from livt.metrics import compute_metrics
 from livt.prior import PRIOR_RULES, prior_offset, softmax

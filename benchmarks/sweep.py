@@ -25,10 +25,10 @@ from typing import Any
 
 import yaml
 from harness.batchrun import BatchRunError, Command, cli_flags, run_batch
-from harness.host import host_info
 from harness.report import write_json
 from harness.runs import check_reusable, run_state
 
+from livt.host import host_info
 from livt.metrics import tail_accuracy
 from livt.training.config import MODEL_SIZE_FIELDS, PRECISIONS, ConfigError
 from livt.training.config_sources import build_config, recipe_path

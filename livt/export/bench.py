@@ -119,8 +119,8 @@ def benchmark_engines(
     it has a row for the run. The record is what ``--backend auto`` reads (``livt.inference.selection``).
     """
     from livt.artifact import sha256_file
+    from livt.host import host_fingerprint
     from livt.inference.backends import open_backend
-    from livt.inference.host import host_fingerprint
     from livt.inference.selection import candidates, pick
 
     accuracy = _report_rows(artifact)

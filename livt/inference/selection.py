@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from livt.artifact import VARIANT_SUFFIXES
+from livt.host import host_fingerprint
 from livt.inference.artifact import ArtifactError, verify_checksum
 from livt.inference.backends import Backend, BackendUnavailableError, is_engine_file, open_backend
-from livt.inference.host import host_fingerprint
 
 logger = logging.getLogger(__name__)
 

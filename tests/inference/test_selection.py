@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from livt.artifact import sha256_file, write_checksum
+from livt.host import host_fingerprint
 from livt.inference.artifact import ArtifactError
 from livt.inference.backends import BackendUnavailableError
-from livt.inference.host import host_fingerprint
 from livt.inference.model import open_model
 from livt.inference.selection import pick, record_path, select_engine
 

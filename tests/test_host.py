@@ -1,4 +1,4 @@
-"""benchmarks/harness/host.py: the CPU model and ISA flags every benchmark's JSON records beside its figures."""
+"""livt.host: the CPU model and ISA flags every benchmark's JSON records and engine records are matched on."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness import host
 
-from ..scripts import BENCHMARKS
+from livt import host
+
+from .benchmarks.scripts import BENCHMARKS
 
 # Two real /proc/cpuinfo first blocks (trimmed flag lines): a Sapphire Rapids Xeon and a Graviton3.
 XEON = """processor\t: 0
@@ -68,9 +69,7 @@ def test_unreadable_cpuinfo_gives_no_flags_not_a_guess(tmp_path: Path):
 
 
 def test_runs_as_a_script():
-    out = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "harness" / "host.py")], capture_output=True, text=True, check=True
-    )
+    out = subprocess.run([sys.executable, "-m", "livt.host"], capture_output=True, text=True, check=True)
     assert set(json.loads(out.stdout)) >= {"cpu", "isa", "logical_cpus"}
 
 
@@ -100,3 +99,8 @@ def test_every_benchmark_writing_json_records_the_host():
     assert len(writing) >= 9, writing
     missing = [p.name for p in writing if not _calls_host_info(ast.parse(p.read_text(encoding="utf-8")))]
     assert not missing, f"these benchmarks write JSON without host_info(): {missing}"
+
+
+def test_the_fingerprint_engine_records_are_matched_on_is_the_cpu_and_its_flags():
+    info = host.host_info()
+    assert host.host_fingerprint() == {"cpu": info["cpu"], "flags": info["isa"]}

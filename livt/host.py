@@ -1,11 +1,9 @@
-"""The host a benchmark ran on, recorded beside its figures: the CPU's model name and the ISA flags
-that decide which engine and precision is fastest there (AMX, AVX-512 BF16/VNNI, AVX2...).
+"""The host: the CPU's model name and the ISA flags that decide which engine and precision is
+fastest there (AMX, AVX-512 BF16/VNNI, AVX2...).
 
-    from host import host_info
-    report = {"host": host_info(), ...}
-
-Torch-free and import-free beyond the standard library, so every script can record it, the serving
-ones included. Linux reads ``/proc/cpuinfo``; elsewhere the model name is ``platform.processor()``
+Every benchmark records ``host_info()`` beside its figures, and ``--backend auto`` trusts a
+``livt-export benchmark`` record only where ``host_fingerprint()`` matches this machine's. Standard
+library only, so the serving side and every script can use it. Linux reads ``/proc/cpuinfo``; elsewhere the model name is ``platform.processor()``
 and the flags are unknown (an empty list, not a guess).
 """
 
@@ -13,6 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +75,13 @@ def host_info(cpuinfo: Path = CPUINFO) -> dict[str, Any]:
         "os": platform.platform(),
         "python": platform.python_version(),
     }
+
+
+@cache
+def host_fingerprint() -> dict[str, Any]:
+    """What decides whether figures measured elsewhere hold here: ``{"cpu": model, "flags": ISA flags}``."""
+    info = host_info()
+    return {"cpu": info["cpu"], "flags": info["isa"]}
 
 
 if __name__ == "__main__":
