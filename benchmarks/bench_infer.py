@@ -15,7 +15,6 @@ ONNX Runtime fp32.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from harness.report import write_json
 
 from livt.artifact import INPUT_NAME, OUTPUT_NAMES
 from livt.export.bench import time_callable
@@ -197,11 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "accuracy": accuracy,
     }
-    text = json.dumps(report, indent=2)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n", encoding="utf-8")
-    print(text)
+    print(write_json(report, args.json))
     return 0
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from harness.load import http_level, request_bytes
 from harness.reference import reference
+from harness.report import write_json
 from harness.server import ServerProcess, free_port
 
 from livt.host import host_info
@@ -217,11 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         "median_over_rounds": summarise(rounds, args.concurrency),
         "rounds": rounds,
     }
-    text = json.dumps(report, indent=2)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n", encoding="utf-8")
-    print(text)
+    print(write_json(report, args.json))
     return 0
 
 

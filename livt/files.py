@@ -2,31 +2,49 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 # Control characters would split a one-line message or a CSV row in two.
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``path`` on a temporary sibling, fsync it, then rename: readers never see half a file,
-    and a failure (a full disk, an encoding error) leaves the old content in place."""
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Write ``path`` through ``write(tmp_path)`` on a temporary sibling, fsync it, then rename:
+    readers never see half a file, and a failure (a full disk, an encoding error) leaves the old
+    content in place. The folder is made where missing, and the rename is made durable too."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
+        write(Path(tmp))
+        # mkstemp makes the file 0600 (and a writer may make its own file anew): outputs are for the
+        # group to read, as open() would have made them.
+        os.chmod(tmp, _new_file_mode())
+        with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename is None:  # a failed write() names no file
+        if (
+            isinstance(exc, OSError) and exc.errno is not None and exc.filename is None
+        ):  # write() names no file
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """``atomic_write`` of UTF-8 text, newlines as given."""
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8", newline=""))
 
 
 def display_name(path: Path | str) -> str:
@@ -36,8 +54,10 @@ def display_name(path: Path | str) -> str:
     return raw.decode("utf-8", "backslashreplace").translate(_CONTROL)
 
 
-def _umask() -> int:
-    # Reading the umask means setting it; mkstemp's 0600 would hide the file from the group.
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+@functools.cache
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 less the process umask (read once: setting it is
+    the only way to read it)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask

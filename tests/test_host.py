@@ -75,9 +75,12 @@ def test_runs_as_a_script():
 
 def _writes_json(tree: ast.Module) -> bool:
     return any(
-        isinstance(node, ast.Attribute)
-        and node.attr in ("dumps", "dump")
-        and getattr(node.value, "id", "") == "json"
+        (
+            isinstance(node, ast.Attribute)
+            and node.attr in ("dumps", "dump")
+            and getattr(node.value, "id", "") == "json"
+        )
+        or (isinstance(node, ast.Name) and node.id == "write_json")
         for node in ast.walk(tree)
     )
 

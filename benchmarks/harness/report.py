@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from livt.training.checkpoint import atomic_write_text
+from livt.files import atomic_write_text
 
 
 def write_json(report: Any, path: Path | None) -> str:

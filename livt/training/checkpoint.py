@@ -11,14 +11,12 @@ file damaged on disk or in a copy is refused in one line naming it, never traine
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
 import pickle
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from livt.artifact import sha256_file
+from livt.files import atomic_write, atomic_write_text
 from livt.metrics import FEW_THRESHOLD, MANY_THRESHOLD
 
 _logger = logging.getLogger(__name__)
@@ -44,44 +43,6 @@ CLASSIFIER_KEYS = ("stage", "model", "classes", "class_counts", "loss", "tau", "
 
 class CheckpointError(RuntimeError):
     """A checkpoint or run folder that is missing or unreadable."""
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Write ``path`` through ``write(tmp_path)`` on a temporary sibling, fsync it, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        # mkstemp makes the file 0600 (and a writer may make its own file anew): a run's outputs are
-        # for the group to read, as open() would have made them.
-        os.chmod(tmp, _new_file_mode())
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    # Make the rename itself durable.
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-@functools.cache
-def _new_file_mode() -> int:
-    """The mode ``open()`` gives a new file: 0666 less the process umask (read once: setting it is
-    the only way to read it)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def save_checkpoint(

@@ -15,8 +15,9 @@ import torch
 
 from livt.data import DatasetInfo, build_dataset, build_eval_transform
 from livt.data.formats import imagefolder
+from livt.files import atomic_write
 from livt.training import engine
-from livt.training.checkpoint import atomic_write, load_classifier, recorded_thresholds
+from livt.training.checkpoint import load_classifier, recorded_thresholds
 from livt.training.config import ConfigError, EvaluateConfig
 from livt.training.distributed import init_distributed
 from livt.training.loaders import build_eval_loader

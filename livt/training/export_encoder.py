@@ -22,10 +22,10 @@ import timm
 import torch
 from timm.models import save_for_hf
 
+from livt.files import atomic_write
 from livt.models import ViTConfig
 from livt.training.checkpoint import (
     CheckpointError,
-    atomic_write,
     find_checkpoint,
     load_checkpoint_meta,
     load_model_weights,

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from livt.files import atomic_write_text
 from livt.metrics import (
     SCALAR_METRICS,
     class_scores,
@@ -25,7 +26,6 @@ from livt.metrics import (
     tail_accuracy,
 )
 from livt.training import plots
-from livt.training.checkpoint import atomic_write_text
 
 _CONTINUOUS = ("ece", "mce", "nll")
 

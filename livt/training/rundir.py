@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from livt.training.checkpoint import CheckpointError, atomic_write_text, find_checkpoint
+from livt.files import atomic_write_text
+from livt.training.checkpoint import CheckpointError, find_checkpoint
 from livt.training.config import ConfigError, TrainConfig
 from livt.training.config_sources import config_to_yaml, load_run_config
 

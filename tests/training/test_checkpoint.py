@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from livt.artifact import sha256_file
+from livt.files import atomic_write
 from livt.training.checkpoint import (
     STATE_FILE,
     WEIGHTS_FILE,
     CheckpointError,
-    atomic_write,
     capture_rng_state,
     find_checkpoint,
     load_checkpoint_meta,
