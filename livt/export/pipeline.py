@@ -39,7 +39,7 @@ def run_export(opts: ExportOptions) -> ExportResult:
     """Export ``opts.run_dir`` as ``opts`` asks. Raises ``ExportError`` / ``VerificationError``."""
     from livt.export.evaluation import evaluate_variants, score_candidates
     from livt.export.fold import FoldedClassifier, resolve_prior_fold
-    from livt.export.publish import publish_engine, publish_onnx, publish_triton
+    from livt.export.publish import EngineJob, publish_engine, publish_onnx, publish_triton
     from livt.export.source import load_source
     from livt.export.variants import export_variants
 
@@ -104,7 +104,7 @@ def run_export(opts: ExportOptions) -> ExportResult:
         if opts.format in ("onnx", "openvino"):
             return publish_onnx(variants, out, report)
         publish = publish_engine if opts.format == "tensorrt" else publish_triton
-        return publish(opts, variants, folded, splits.x_check, metadata, out, tmp, report)
+        return publish(EngineJob(opts, variants, folded, splits.x_check, metadata, out, tmp, report))
 
 
 def group_thresholds(opts: ExportOptions, meta: dict[str, Any]) -> ExportOptions:

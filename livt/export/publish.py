@@ -30,6 +30,22 @@ class ExportResult:
     removed: list[Path] = field(default_factory=list)  # stale variants of an earlier export
 
 
+@dataclass(frozen=True)
+class EngineJob:
+    """What an engine or Triton export publishes from: the options, the verified ONNX variants, the
+    folded PyTorch model and the check inputs to verify the engine against, the metadata writer, the
+    destination, the staging folder and the report being filled."""
+
+    opts: ExportOptions
+    variants: dict[str, Path]
+    folded: Any
+    x_check: np.ndarray
+    metadata: Metadata
+    out: Path
+    tmp: Path
+    report: ExportReport
+
+
 def publish_onnx(variants: dict[str, Path], out: Path, report: ExportReport) -> ExportResult:
     targets = {
         name: out.with_name(out.name.removesuffix(".onnx") + VARIANT_SUFFIXES[name]) for name in variants
@@ -67,18 +83,10 @@ def _remove_stale_variants(out: Path, exported: set[str]) -> list[Path]:
     return removed
 
 
-def publish_engine(
-    opts: ExportOptions,
-    variants: dict[str, Path],
-    folded: Any,
-    x_check: np.ndarray,
-    metadata: Metadata,
-    out: Path,
-    tmp: Path,
-    report: ExportReport,
-) -> ExportResult:
+def publish_engine(job: EngineJob) -> ExportResult:
+    out, tmp, report = job.out, job.tmp, job.report
     plan = tmp / out.name
-    build_verified_engine(opts, variants, folded, x_check, metadata, plan, report)
+    build_verified_engine(job, plan)
     report.artifacts = {"tensorrt": str(out)}
     report.write(tmp / REPORT_FILE)
     os.replace(engine_sidecar_path(plan), engine_sidecar_path(out))
@@ -87,26 +95,18 @@ def publish_engine(
     return ExportResult(out, [out, engine_sidecar_path(out), out.parent / REPORT_FILE], report.to_dict())
 
 
-def publish_triton(
-    opts: ExportOptions,
-    variants: dict[str, Path],
-    folded: Any,
-    x_check: np.ndarray,
-    metadata: Metadata,
-    out: Path,
-    tmp: Path,
-    report: ExportReport,
-) -> ExportResult:
+def publish_triton(job: EngineJob) -> ExportResult:
     from livt.export.metadata import read_onnx_metadata
     from livt.export.triton import write_triton_model
 
+    opts, out, tmp, report = job.opts, job.out, job.tmp, job.report
     staged = tmp / "repository" / opts.triton_name
     if opts.triton_platform == "tensorrt_plan":
         model_file = tmp / "model.plan"
-        model_meta = build_verified_engine(opts, variants, folded, x_check, metadata, model_file, report)
+        model_meta = build_verified_engine(job, model_file)
     else:
-        name = next(n for n in ("onnx-int8-dynamic", "onnx-int8-qdq", FP32) if n in variants)
-        model_file = variants[name]
+        name = next(n for n in ("onnx-int8-dynamic", "onnx-int8-qdq", FP32) if n in job.variants)
+        model_file = job.variants[name]
         model_meta = read_onnx_metadata(model_file)
     files = write_triton_model(
         staged, model_file, model_meta, platform=opts.triton_platform, max_batch_size=opts.triton_max_batch
@@ -123,22 +123,15 @@ def publish_triton(
     return ExportResult(final / files[-1].relative_to(staged), written, report.to_dict())
 
 
-def build_verified_engine(
-    opts: ExportOptions,
-    variants: dict[str, Path],
-    folded: Any,
-    x_check: np.ndarray,
-    metadata: Metadata,
-    plan: Path,
-    report: ExportReport,
-) -> dict[str, Any]:
+def build_verified_engine(job: EngineJob, plan: Path) -> dict[str, Any]:
     """Build ``plan`` (+ sidecar) from the fp32 or Q/DQ ONNX and verify it with the server's runner."""
     from livt.export.onnx import compare, run_torch
     from livt.export.tensorrt import build_engine
     from livt.inference.backends.tensorrt import TensorRTBackend
 
+    opts, x_check = job.opts, job.x_check
     profile = opts.engine_profile
-    src = variants["onnx-int8-qdq"] if opts.int8 else variants[FP32]
+    src = job.variants["onnx-int8-qdq"] if opts.int8 else job.variants[FP32]
     build = build_engine(
         src,
         plan,
@@ -149,7 +142,7 @@ def build_verified_engine(
         timing_cache_dir=opts.timing_cache_dir,
     )
     sidecar = {
-        **metadata(quantization="int8-qdq" if opts.int8 else None),
+        **job.metadata(quantization="int8-qdq" if opts.int8 else None),
         **build,
         "precision": "int8" if opts.int8 else ("fp16" if opts.fp16 else "fp32"),
         "profile": {
@@ -165,8 +158,8 @@ def build_verified_engine(
         backend.run(x_check[i : i + profile.max_batch]) for i in range(0, len(x_check), profile.max_batch)
     ]
     served = (np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks]))
-    parity = compare(run_torch(folded, x_check), served)
-    report.parity["tensorrt"] = parity.to_dict()
+    parity = compare(run_torch(job.folded, x_check), served)
+    job.report.parity["tensorrt"] = parity.to_dict()
     if opts.int8 or opts.fp16:
         check_agreement(
             "tensorrt", parity.top1_agreement, opts.int8_min_agreement, parity.max_abs_diff_logits
