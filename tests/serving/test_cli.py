@@ -43,6 +43,17 @@ def test_unloadable_models_exit_2(tmp_path: Path, artifact: Path, capsys, monkey
     )
 
 
+def _wait_until_ready(proc: subprocess.Popen, url: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(f"{url}/v2/health/ready")
+            return
+        except httpx.TransportError:
+            assert proc.poll() is None and time.monotonic() < deadline, "livt-serve did not start"
+            time.sleep(0.1)
+
+
 @pytest.mark.parametrize("flag", [[], ["--access-log"]])
 def test_access_log_is_off_unless_asked_for(artifact: Path, flag: list[str]):
     port = free_port()
@@ -50,14 +61,7 @@ def test_access_log_is_off_unless_asked_for(artifact: Path, flag: list[str]):
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{url}/v2/health/ready")
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, "livt-serve did not start"
-                time.sleep(0.1)
+        _wait_until_ready(proc, url)
         res = httpx.post(
             f"{url}/v1/predict", content=image_bytes((20, 20)), headers={"content-type": "image/png"}
         )
@@ -75,14 +79,7 @@ def test_a_stop_signal_is_a_graceful_exit_0(artifact: Path, sig: signal.Signals)
     cmd = [sys.executable, "-m", "livt.serving.cli", "--model", str(artifact), "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/v2/health/ready")
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, "livt-serve did not start"
-                time.sleep(0.1)
+        _wait_until_ready(proc, f"http://127.0.0.1:{port}")
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
     finally:
@@ -92,7 +89,7 @@ def test_a_stop_signal_is_a_graceful_exit_0(artifact: Path, sig: signal.Signals)
 
 
 def test_a_missing_checksum_is_logged_or_refused(tmp_path: Path, artifact: Path, capsys, caplog):
-    """Issue 10: no ``.sha256`` beside the model used to skip verification silently."""
+    """Without a ``.sha256`` beside the model, verification is not skipped silently."""
     import logging
     import shutil
 
