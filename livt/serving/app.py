@@ -24,7 +24,7 @@ from livt.serving.batching import DynamicBatcher
 from livt.serving.errors import install_error_handlers
 from livt.serving.inputs import RequestLimits, RequestModels
 from livt.serving.limits import BodySizeLimitMiddleware
-from livt.serving.metrics import MetricsMiddleware, ServingMetrics
+from livt.serving.prometheus import MetricsMiddleware, ServingMetrics
 from livt.serving.openapi import install_openapi
 from livt.serving.prior_monitor import PriorMonitor, PriorSnapshot
 from livt.serving.raw_predict import RawImagePredictMiddleware

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import numpy as np
 
-from livt.serving.metrics import ServingMetrics
+from livt.serving.prometheus import ServingMetrics
 
 from .conftest import metric_value
 
