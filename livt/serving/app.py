@@ -24,9 +24,9 @@ from livt.serving.batching import DynamicBatcher
 from livt.serving.errors import install_error_handlers
 from livt.serving.inputs import RequestLimits, RequestModels
 from livt.serving.limits import BodySizeLimitMiddleware
-from livt.serving.prometheus import MetricsMiddleware, ServingMetrics
 from livt.serving.openapi import install_openapi
 from livt.serving.prior_monitor import PriorMonitor, PriorSnapshot
+from livt.serving.prometheus import MetricsMiddleware, ServingMetrics
 from livt.serving.raw_predict import RawImagePredictMiddleware
 from livt.serving.routers import metrics, predict, prior, ui, v2
 from livt.serving.security import BrowserGuardMiddleware

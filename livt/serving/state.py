@@ -19,8 +19,8 @@ from livt.prior import MODEL_PRIOR, PriorError
 from livt.serving.batching import BatchResult, DynamicBatcher, InferenceTimeoutError, Reservation
 from livt.serving.errors import check_finite, missed_deadline
 from livt.serving.inputs import RequestModels
-from livt.serving.prometheus import ServingMetrics
 from livt.serving.prior_monitor import PriorMonitor
+from livt.serving.prometheus import ServingMetrics
 from livt.serving.settings import ServeSettings
 
 
