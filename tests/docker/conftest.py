@@ -163,8 +163,10 @@ def readme_run_args() -> list[str]:
 
 @pytest.fixture(scope="module")
 def served(run_container: Callable[..., Container], artifact: Path) -> Container:
-    """The image started the way the README says, model mounted read-only, healthy."""
-    container = run_container(*readme_run_args(), model_dir=artifact.parent)
+    """The image started the way the README says, model mounted read-only, healthy. On ONNX Runtime
+    fp32, as ``host_server``: answers are compared at 1e-5, which ``--backend auto``'s choice (bf16,
+    say) need not meet; ``test_auto_serves_a_measured_engine`` starts it with the default."""
+    container = run_container(*readme_run_args(), model_dir=artifact.parent, env={"LIVT_BACKEND": "ort"})
     container.wait_ready()
     container.wait_health()
     return container
@@ -174,7 +176,7 @@ def served(run_container: Callable[..., Container], artifact: Path) -> Container
 def host_server(artifact: Path) -> Iterator[str]:
     """``livt-serve`` on this host, on the same artifact: the reference for the container's answers."""
     try:
-        with ServerProcess(artifact, ["--log-level", "warning"]) as server:
+        with ServerProcess(artifact, ["--log-level", "warning", "--backend", "ort"]) as server:
             yield server.url
     except RuntimeError as exc:
         pytest.fail(f"livt-serve on the host did not start: {exc}")

@@ -204,6 +204,22 @@ def test_openvino_runs_the_served_model_inside(served: Container):
     assert result["same_top1"] and result["max_diff"] < 1e-5, result
 
 
+def test_auto_serves_a_measured_engine(
+    run_container: Callable[..., Container], artifact: Path, host_server: str, image_files: list[Path]
+):
+    # The image's default, --backend auto: an engine chosen and named, the ORT fp32 answers kept.
+    container = run_container(*readme_run_args(), model_dir=artifact.parent)
+    container.wait_ready()
+    with urllib.request.urlopen(f"{container.url}/v1/model", timeout=10) as res:
+        engine = json.load(res)["engine"]
+    assert engine["engine"] in ("ort", "openvino") and engine["precision"] in ("fp32", "bf16", "int8")
+    assert engine["reason"], engine
+    body, content_type = _multipart(image_files, {"top_k": "100"})
+    ours = _probabilities(_post(f"{container.url}/v1/predict", body, content_type))
+    theirs = _probabilities(_post(f"{host_server}/v1/predict", body, content_type))
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=0.02)  # bf16 keeps about 3 significant digits
+
+
 def test_metrics_answer(served: Container):
     with urllib.request.urlopen(f"{served.url}/metrics", timeout=10) as res:
         assert res.status == 200
