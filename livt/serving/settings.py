@@ -172,9 +172,7 @@ class ServeSettings(BaseSettings):
     @field_validator("allowed_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [h.strip().lower() for h in value.split(",") if h.strip()]
-        return value
+        return _comma_list(value)
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -202,9 +200,15 @@ class ServeSettings(BaseSettings):
     @field_validator("allowed_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [o.strip().rstrip("/").lower() for o in value.split(",") if o.strip()]
-        return value
+        # An origin has no path: "https://app.example/" is the origin browsers send as "https://app.example".
+        return _comma_list(value, strip="/")
+
+
+def _comma_list(value: object, strip: str = "") -> object:
+    """A flag's or variable's "a, b, c" as ``["a", "b", "c"]``, lower-cased; a list passes through."""
+    if isinstance(value, str):
+        return [item.strip().rstrip(strip).lower() for item in value.split(",") if item.strip()]
+    return value
 
 
 def _is_loopback_address(host: str) -> bool:
