@@ -6,7 +6,7 @@ Two models, randomly initialised (speed does not depend on the weights): the ``m
 (``vit_fmnist``, 28 px grey) at batch 32 and ViT-S/16 at 224 px at batch 8. Each is exported as
 ``livt-export`` does (fp32 ONNX; ONNX Runtime's dynamic INT8; NNCF INT8 for OpenVINO, calibrated on
 synthetic images here, the run's val images in an export), then every engine is timed in rounds
-that interleave them, so a slow moment of the shared machine hits all; a figure is the median over
+that interleave them, so a slow moment of the shared machine hits all; a figure is the throughput over all
 rounds and a speed-up the median of the per-round ratios to ONNX Runtime fp32. Top-1 agreement is
 with ONNX Runtime fp32 on a fixed synthetic set (no labels: balanced accuracy needs a trained run,
 see ``livt-export benchmark``). ``auto`` is what ``--backend auto`` picks by its start-up
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 
 from livt.artifact import write_checksum
-from livt.export.bench import time_callable
+from livt.export.bench import time_interleaved
 from livt.export.fold import FoldedClassifier
 from livt.export.onnx import export_onnx
 from livt.export.openvino import quantize_int8_nncf
@@ -83,16 +82,15 @@ def bench_model(preset: str, batch: int, tmp: Path, args: argparse.Namespace) ->
     x = images[:batch]
     reference = backends["ort-fp32"].run(images)[0].argmax(1)
     agreement = {n: float(np.mean(b.run(images)[0].argmax(1) == reference)) for n, b in backends.items()}
-    rounds: dict[str, list[float]] = {n: [] for n in backends}
-    for _ in range(args.rounds):
-        for name, backend in backends.items():
-            row = time_callable(lambda m=backend: m.run(x), batch_size=batch, warmup=2, iters=args.iters)
-            rounds[name].append(row["throughput"])
-    speed = {n: statistics.median(v) for n, v in rounds.items()}
-    speedup = {
-        n: statistics.median(a / b for a, b in zip(v, rounds["ort-fp32"], strict=True))
-        for n, v in rounds.items()
-    }
+    timed = time_interleaved(
+        {n: (lambda m=b: m.run(x)) for n, b in backends.items()},  # ort-fp32 first: the ratios' base
+        batch_size=batch,
+        warmup=2,
+        rounds=args.rounds,
+        iters=args.iters,
+    )
+    speed = {n: t["throughput"] for n, t in timed.items()}
+    speedup = {n: t["speedup_vs_first"] for n, t in timed.items()}
     fastest = max(speed, key=speed.get)
     auto = {}
     for label, precision in (("auto", None), ("auto_fp32_only", "fp32")):

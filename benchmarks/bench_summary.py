@@ -121,7 +121,7 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
     infer = {(r["backend"], r["batch_size"]): r for r in results["infer"]["rows"]}
     accuracy = results["infer"]["accuracy"]["variants"]
     serve = {r["concurrency"]: r for r in results["serve"]["http"]["raw"]}
-    ort = {r["batch"]: r for r in results["serve"]["onnxruntime"]}
+    ort = {r["batch"]: r for r in results["serve"]["engine"]}  # the raw engine the server runs
     fp32, int8 = infer[("ort-fp32", 32)], infer[("ort-int8", 32)]
     eager = infer[("pytorch-eager", 32)]
     int8_loss = 100 * (accuracy["ort-fp32"]["balanced_acc"] - accuracy["ort-int8"]["balanced_acc"])
@@ -136,13 +136,13 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
     if 32 in serve and 32 in ort:
         fraction = serve[32]["requests_per_s"] / ort[32]["images_per_s"]
         rows.append(_row(
-            "serving c32, raw body, 1 image/request, vs raw ORT batch 32", fraction, "serve_c32_fraction_of_raw",
+            "serving c32, raw body, 1 image/request, vs its raw engine batch 32", fraction, "serve_c32_fraction_of_raw",
             f"{serve[32]['requests_per_s']:,.0f} req/s vs {ort[32]['images_per_s']:,.0f} img/s: {fraction:.0%}",
         ))  # fmt: skip
     if 1 in serve and 1 in ort:
         overhead = serve[1]["p50_ms"] - ort[1]["p50_ms"]
         rows.append(_row(
-            "serving c1 p50 vs raw ORT batch 1", overhead, "serve_c1_overhead_ms",
+            "serving c1 p50 vs its raw engine batch 1", overhead, "serve_c1_overhead_ms",
             f"{serve[1]['p50_ms']:.2f} vs {ort[1]['p50_ms']:.2f} ms: +{overhead:.2f} ms", lower_is_better=True,
         ))  # fmt: skip
     mgp = results["mgp"]
@@ -200,15 +200,15 @@ def draw(results: dict[str, Any], folder: Path) -> None:
     http = sorted(results["serve"]["http"]["raw"], key=lambda r: r["concurrency"])
     c = [r["concurrency"] for r in http]
     left.plot(c, [r["requests_per_s"] for r in http], marker="o", label="server, 1 image/request")
-    ort = sorted(results["serve"]["onnxruntime"], key=lambda r: r["batch"])
+    ort = sorted(results["serve"]["engine"], key=lambda r: r["batch"])
     left.plot(
         [r["batch"] for r in ort],
         [r["images_per_s"] for r in ort],
         marker="s",
         ls="--",
-        label="raw ORT (batch)",
+        label="raw engine (batch)",
     )
-    left.set(xscale="log", xlabel="concurrency (batch for raw ORT)", ylabel="per s", title="Throughput")
+    left.set(xscale="log", xlabel="concurrency (batch for the raw engine)", ylabel="per s", title="Throughput")
     left.legend(fontsize=8)
     right.plot(c, [r["p50_ms"] for r in http], marker="o", label="p50")
     right.plot(c, [r["p99_ms"] for r in http], marker="o", label="p99")

@@ -22,6 +22,7 @@ cells, raw and calibrated; its section of the report is kept when the claims are
 
     python benchmarks/study.py                                  # the whole grid (hours on 2 cores)
     python benchmarks/study.py --robust --settings if1000 if100 if10 if50 if100-step
+    python benchmarks/study.py --robust --settings if1000 --cells default   # the headline cell first
     python benchmarks/study.py --dry-run                        # the plan
     python benchmarks/study.py --report-only                    # docs/study.md from what has run
     python benchmarks/study.py --settings if100 --seeds 0 --cells mgp/bal-bce mgp/ce
@@ -43,6 +44,7 @@ from study_grid import (
     CLAIM_SETTINGS,
     FT_EPOCHS,
     HEADLINE_TAU,
+    ROBUST_CELLS,
     ROBUST_SETTINGS,
     ROOT,
     SETTINGS,
@@ -88,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the robustness grid (default recipe, MGP + CE, MGP + Bal-CE) instead of the claims cells")  # fmt: skip
     p.add_argument("--recipe", action="append", default=[], metavar="SETTING=RECIPE",
                    help="another recipe for a setting (repeatable), e.g. if100=tiny.yaml")  # fmt: skip
-    p.add_argument("--cells", nargs="+", choices=CELLS, default=list(CELLS), metavar="CELL",
-                   help=f"cells to run ({', '.join(CELLS)})")  # fmt: skip
+    p.add_argument("--cells", nargs="+", choices=[*CELLS, *ROBUST_CELLS], metavar="CELL",
+                   help=f"cells to run (default: all; claims: {', '.join(CELLS)}; with --robust: "
+                        f"{', '.join(ROBUST_CELLS)})")  # fmt: skip
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="the same seeds in every cell")
     p.add_argument(
         "--taus",
@@ -134,8 +137,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = args.settings or list(ROBUST_SETTINGS if args.robust else CLAIM_SETTINGS)
     if len(set(settings)) != len(settings):
         parser.error(f"--settings has duplicates: {settings}")
+    grid_cells = tuple(ROBUST_CELLS if args.robust else CELLS)
+    cells = tuple(args.cells or grid_cells)
+    if not set(cells) <= set(grid_cells):
+        parser.error(
+            f"--cells of {'the robustness grid' if args.robust else 'the claims'} are {list(grid_cells)}"
+        )
     study = Study(
-        runs=args.runs, archive=archive, settings=tuple(settings), cells=tuple(args.cells), robust=args.robust,
+        runs=args.runs, archive=archive, settings=tuple(settings), cells=cells, robust=args.robust,
         seeds=tuple(args.seeds), taus=tuple(args.taus), ft_epochs=args.ft_epochs, mgp_epochs=args.mgp_epochs,
         jobs=args.jobs, dry_run=args.dry_run, report_only=args.report_only, recipes=recipes,
         runtime={k: getattr(args, k) for k in ("device", "precision", "workers") if getattr(args, k) is not None},

@@ -132,7 +132,12 @@ class Study:
     def grid(self, seed: int, tau_star: dict[str, float | None]) -> list[Run]:
         """The fine-tuning runs of one seed: every cell, the tau sweep on the first seed, the best tau after."""
         if self.robust:
-            return [robust_run(setting, cell, seed) for setting in self.settings for cell in ROBUST_CELLS]
+            return [
+                robust_run(s, cell, seed)
+                for s in self.settings
+                for cell in ROBUST_CELLS
+                if cell in self.cells
+            ]
         runs = []
         for setting in self.settings:
             for cell in self.cells:

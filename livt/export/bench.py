@@ -24,20 +24,42 @@ def time_callable(
     fn: Callable[[], Any], *, batch_size: int, warmup: int = 3, iters: int = 20
 ) -> dict[str, float]:
     """p50/p99 latency (ms per batch) and throughput (images/s) of ``fn`` after ``warmup`` calls."""
-    if iters < 1:
-        raise ValueError(f"iters must be >= 1, got {iters}")
-    for _ in range(warmup):
-        fn()
-    times = np.empty(iters)
-    for i in range(iters):
-        start = time.perf_counter()
-        fn()
-        times[i] = time.perf_counter() - start
+    return time_interleaved({"fn": fn}, batch_size=batch_size, warmup=warmup, rounds=1, iters=iters)["fn"]
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]], *, batch_size: int, warmup: int = 3, rounds: int = 5, iters: int = 4
+) -> dict[str, dict[str, float]]:
+    """:func:`time_callable` of several functions in ``rounds`` rounds of ``iters`` calls each.
+
+    Every round runs every function, in an order that rotates from round to round, so a slow moment
+    of a shared machine (its speed drifts by tens of percent) slows them all rather than one, and the
+    ratios between them hold. ``speedup_vs_first`` is the median over rounds of the per-round
+    throughput ratio to the first function.
+    """
+    if iters < 1 or rounds < 1:
+        raise ValueError(f"rounds and iters must be >= 1, got {rounds} and {iters}")
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            fns[name]()
+    times = {n: np.empty((rounds, iters)) for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            for i in range(iters):
+                start = time.perf_counter()
+                fns[name]()
+                times[name][r, i] = time.perf_counter() - start
+    per_round = {n: batch_size * iters / t.sum(axis=1) for n, t in times.items()}
     return {
-        "batch_size": batch_size,
-        "p50_ms": float(np.percentile(times, 50) * 1e3),
-        "p99_ms": float(np.percentile(times, 99) * 1e3),
-        "throughput": float(batch_size * iters / times.sum()),
+        n: {
+            "batch_size": batch_size,
+            "p50_ms": float(np.percentile(t, 50) * 1e3),
+            "p99_ms": float(np.percentile(t, 99) * 1e3),
+            "throughput": float(batch_size * t.size / t.sum()),
+            "speedup_vs_first": float(np.median(per_round[n] / per_round[names[0]])),
+        }
+        for n, t in times.items()
     }
 
 
@@ -110,11 +132,13 @@ def benchmark_engines(
     *,
     threads: int | None = None,
     warmup: int = 3,
-    iters: int = 20,
+    rounds: int = 5,
+    iters: int = 4,
 ) -> dict[str, Any]:
     """Every engine x precision that can serve the export ``artifact`` here, timed and scored.
 
-    Speed is measured now, on random inputs; accuracy (balanced, Few, top-1 agreement with
+    Speed is measured now, on random inputs, every engine in the same interleaved rounds
+    (:func:`time_interleaved`; ``speedup`` is against the first, ONNX Runtime fp32); accuracy (balanced, Few, top-1 agreement with
     onnx-fp32) is the export's own test table (``export_report.json`` beside the artifact), where
     it has a row for the run. The record is what ``--backend auto`` reads (``livt.inference.selection``).
     """
@@ -127,14 +151,29 @@ def benchmark_engines(
     shape = read_onnx_metadata(artifact)["input"]["shape"][1:]
     rng = np.random.default_rng(0)
     inputs = {b: rng.standard_normal((b, *shape), dtype=np.float32) for b in batch_sizes}
+    pool = candidates(artifact)
+    backends = {
+        c.name: open_backend(
+            c.path,
+            c.engine,
+            c.precision,
+            providers=["CPUExecutionProvider"] if c.engine == "ort" else None,
+            threads=threads or 0,
+        )
+        for c in pool
+    }
+    timed = {
+        b: time_interleaved(
+            {n: (lambda x=x, m=m: m.run(x)) for n, m in backends.items()},
+            batch_size=b,
+            warmup=warmup,
+            rounds=rounds,
+            iters=iters,
+        )
+        for b, x in inputs.items()
+    }
     rows = []
-    for c in candidates(artifact):
-        providers = ["CPUExecutionProvider"] if c.engine == "ort" else None
-        backend = open_backend(c.path, c.engine, c.precision, providers=providers, threads=threads or 0)
-        timed = {
-            b: time_callable(lambda x=x, m=backend: m.run(x), batch_size=b, warmup=warmup, iters=iters)
-            for b, x in inputs.items()
-        }
+    for c in pool:
         scores = accuracy.get(_report_name(c.engine, c.precision, c.path), {})
         rows.append(
             {
@@ -142,8 +181,9 @@ def benchmark_engines(
                 "engine": c.engine,
                 "precision": c.precision,
                 "file": c.path.name,
-                "throughput": {str(b): t["throughput"] for b, t in timed.items()},
-                "p50_ms": {str(b): t["p50_ms"] for b, t in timed.items()},
+                "throughput": {str(b): t[c.name]["throughput"] for b, t in timed.items()},
+                "speedup": {str(b): t[c.name]["speedup_vs_first"] for b, t in timed.items()},
+                "p50_ms": {str(b): t[c.name]["p50_ms"] for b, t in timed.items()},
                 "balanced_acc": scores.get("balanced_acc"),
                 "few": scores.get("few"),
                 "agreement": scores.get("agreement_fp32"),
@@ -156,6 +196,7 @@ def benchmark_engines(
         "artifact": artifact.name,
         "sha256": sha256_file(artifact),
         "threads": threads or os.cpu_count(),
+        "timing": {"rounds": rounds, "iters": iters, "warmup": warmup, "interleaved": True},
         "rows": rows,
         "auto": {"name": best["name"], "reason": reason},
     }
@@ -171,13 +212,16 @@ def engine_table(record: dict[str, Any]) -> str:
     head = "".join(f" {'img/s b' + b:>10}" for b in batches) + "".join(f" {'p50 b' + b:>9}" for b in batches)
     lines = [
         f"{record['host']['cpu']}, {record['threads']} threads",
-        f"{'engine':<16}{head} {'bal.acc':>7} {'few':>7} {'vs fp32':>7}",
+        f"{'engine':<16}{head} {'x fp32':>7} {'bal.acc':>7} {'few':>7} {'agree':>7}",
     ]
     for r in record["rows"]:
         speeds = "".join(f" {r['throughput'][b]:>10.1f}" for b in batches)
         latency = "".join(f" {r['p50_ms'][b]:>9.2f}" for b in batches)
+        # The speed-up at the largest batch, the median of per-round ratios (what auto compares).
+        ratio = r.get("speedup", {}).get(batches[-1])
         lines.append(
-            f"{r['name']:<16}{speeds}{latency} {pct(r['balanced_acc']):>7} {pct(r['few']):>7} {pct(r['agreement']):>7}"
+            f"{r['name']:<16}{speeds}{latency} {'-' if ratio is None else f'{ratio:.2f}x':>7}"
+            f" {pct(r['balanced_acc']):>7} {pct(r['few']):>7} {pct(r['agreement']):>7}"
         )
     lines.append(f"auto serves {record['auto']['name']}: {record['auto']['reason']}")
     return "\n".join(lines)

@@ -57,6 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def build_benchmark_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="livt-export benchmark",
@@ -65,9 +75,11 @@ def build_benchmark_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("artifacts", nargs="+", type=Path, help="ONNX files written by livt-export")
     p.add_argument("--run", type=Path, help="also time the run's PyTorch model (eager)")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 128])
+    p.add_argument("--batch-sizes", type=_positive_int, nargs="+", default=[1, 8, 32, 128])
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--iters", type=_positive_int, default=20, help="timed calls per model and batch size")
+    p.add_argument("--rounds", type=_positive_int, default=5,
+                   help="the engine table's interleaved rounds, --iters split across them")  # fmt: skip
     p.add_argument("--threads", type=int, help="intra-op threads for every backend (default: all cores)")
     p.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     return p
@@ -196,7 +208,12 @@ def engines_table(args: argparse.Namespace) -> None:
         if path.suffix != ".onnx" or read_onnx_metadata(path).get("quantization"):
             continue  # a variant: timed as a candidate of its fp32 export
         record = benchmark_engines(
-            path, args.batch_sizes, threads=args.threads, warmup=args.warmup, iters=args.iters
+            path,
+            args.batch_sizes,
+            threads=args.threads,
+            warmup=args.warmup,
+            rounds=args.rounds,
+            iters=max(1, args.iters // args.rounds),
         )
         print(engine_table(record))
         write_json(record_path(path), record)

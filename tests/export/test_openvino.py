@@ -63,8 +63,10 @@ def test_benchmark_records_every_engine_and_auto_serves_from_it(ov_export: Path,
     assert names[:3] == ["ort-fp32", "ort-int8", "openvino-fp32"] and "openvino-int8" in names
     for row in record["rows"]:
         assert set(row["throughput"]) == {"1", "4"} and all(v > 0 for v in row["throughput"].values())
+        assert set(row["speedup"]) == {"1", "4"}
         assert row["balanced_acc"] is not None and row["agreement"] is not None  # from the export's table
         assert row["name"] in out
+    assert record["timing"]["interleaved"] and record["rows"][0]["speedup"]["4"] == 1.0
     assert record["host"]["cpu"] in out and f"auto serves {record['auto']['name']}" in out
     model = open_model(ov_export)  # the record is of this CPU and these bytes: it decides
     assert model.choice.name == record["auto"]["name"]
