@@ -208,7 +208,9 @@ def draw(results: dict[str, Any], folder: Path) -> None:
         ls="--",
         label="raw engine (batch)",
     )
-    left.set(xscale="log", xlabel="concurrency (batch for the raw engine)", ylabel="per s", title="Throughput")
+    left.set(
+        xscale="log", xlabel="concurrency (batch for the raw engine)", ylabel="per s", title="Throughput"
+    )
     left.legend(fontsize=8)
     right.plot(c, [r["p50_ms"] for r in http], marker="o", label="p50")
     right.plot(c, [r["p99_ms"] for r in http], marker="o", label="p99")

@@ -58,7 +58,9 @@ def test_rows_give_each_target_met_or_missed():
     assert met["ORT fp32 vs PyTorch eager, batch 32"] is True  # 2.0 >= 1.8
     assert met["ORT dynamic INT8 vs eager, batch 32"] is False  # 2.9 < 3
     assert met["INT8 balanced accuracy lost (points)"] is False  # 0.5 points > 0.3
-    assert rows["serving c32, raw body, 1 image/request, vs its raw engine batch 32"]["value"] == pytest.approx(0.8)
+    assert rows["serving c32, raw body, 1 image/request, vs its raw engine batch 32"][
+        "value"
+    ] == pytest.approx(0.8)
     assert rows["serving c1 p50 vs its raw engine batch 1"]["value"] == pytest.approx(0.5)
     mgp = {what: r["value"] for what, r in rows.items() if what.startswith("MGP")}
     # A bf16 side is held against the reference both in fp32 and under the same autocast.
