@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from livt.artifact import write_checksum
-from livt.export.bench import time_interleaved
 from livt.export.fold import FoldedClassifier
 from livt.export.onnx import export_onnx
 from livt.export.openvino import quantize_int8_nncf
@@ -35,6 +34,7 @@ from livt.export.quantize import quantize_int8_dynamic
 from livt.host import host_info
 from livt.inference.backends import open_backend
 from livt.inference.selection import candidates, measure
+from livt.inference.timing import time_interleaved
 from livt.models import create_classifier
 from livt.models.registry import vit_config
 

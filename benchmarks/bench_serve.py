@@ -33,9 +33,9 @@ from harness.load import http_level, request_bytes
 from harness.reference import reference
 from harness.server import ServerProcess
 
-from livt.export.bench import time_interleaved
 from livt.host import host_info
 from livt.inference.backends import open_backend
+from livt.inference.timing import time_interleaved
 
 BASELINES = {"ort-fp32": ["--backend", "ort", "--precision", "fp32"]}
 

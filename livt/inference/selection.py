@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from livt.artifact import VARIANT_SUFFIXES
 from livt.host import host_fingerprint
 from livt.inference.artifact import ArtifactError, verify_checksum
 from livt.inference.backends import Backend, BackendUnavailableError, is_engine_file, open_backend
+from livt.inference.timing import time_interleaved
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ def measure(
 ) -> tuple[Candidate, str, Backend]:
     """Open and time every candidate on a fixed synthetic set within about ``budget_s`` seconds.
 
-    Each candidate's images/s is its best of a few timed runs of ``CHECK_IMAGES`` images; its
+    Each candidate's images/s is over interleaved rounds of ``CHECK_IMAGES`` images; its
     agreement is with the first candidate's (ort-fp32) top-1 on the same images.
     """
     opened: dict[str, Backend] = {}
@@ -256,18 +256,13 @@ def _by_name(pool: Sequence[Candidate], name: str) -> Candidate:
 
 
 def _interleaved_throughput(backends: dict[str, Backend], x: np.ndarray, budget_s: float) -> dict[str, float]:
-    """Each backend's best images/s over rounds that run every backend once, so that a busy moment of
-    a shared machine slows them all rather than one (at least 1 round, at most 10, within ``budget_s``)."""
-    best = dict.fromkeys(backends, 0.0)
-    stop = time.perf_counter() + budget_s
-    for round_ in range(10):
-        if round_ >= 1 and time.perf_counter() > stop:
-            break
-        for name, backend in backends.items():
-            start = time.perf_counter()
-            backend.run(x)
-            best[name] = max(best[name], len(x) / (time.perf_counter() - start))
-    return best
+    """Each backend's images/s over as many interleaved rounds (1-10) as fit in ``budget_s``."""
+    fns = {name: (lambda b=b: b.run(x)) for name, b in backends.items()}
+    probe = time_interleaved(fns, batch_size=len(x), warmup=0, rounds=1, iters=1)
+    round_s = sum(len(x) / t["throughput"] for t in probe.values())
+    rounds = int(min(10, max(1, budget_s // max(round_s, 1e-6))))
+    timed = time_interleaved(fns, batch_size=len(x), warmup=0, rounds=rounds, iters=1)
+    return {name: t["throughput"] for name, t in timed.items()}
 
 
 def _check_images(input_shape: Sequence[int | None]) -> np.ndarray:
