@@ -175,6 +175,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     p.add_argument("--requests", type=int, default=1000, help="per server, level and round")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--livt-ort", action="store_true",
+                   help="also livt-serve forced to ONNX Runtime fp32, the peers' engine (livt: --backend auto)")  # fmt: skip
     p.add_argument("--json", type=Path, help="also write the report here")
     return p.parse_args(argv)
 
@@ -192,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         livt = stack.enter_context(ServerProcess(model, ["--log-level", "warning"]))
         servers = {"livt": (livt.url, livt.pid)}
+        if args.livt_ort:
+            flags = ["--log-level", "warning", "--backend", "ort", "--precision", "fp32"]
+            ort = stack.enter_context(ServerProcess(model, flags))
+            servers["livt-ort"] = (ort.url, ort.pid)
         for name in args.peers:
             servers[name] = stack.enter_context(peer_server(name, args.venvs / name, model, image.data))
         idle = idle_cpu_percent({name: pid for name, (_, pid) in servers.items()})
