@@ -42,6 +42,7 @@ from harness.reference import BenchImage, reference
 from harness.server import ServerProcess, free_port, is_ready
 
 from livt.host import host_info
+from livt.inference.timing import rotated
 
 ROOT = Path(__file__).resolve().parents[1]
 LABEL = "livt.bench-docker"
@@ -200,7 +201,7 @@ def measure_rounds(
     rounds = []
     names = list(sides)
     for r in range(args.rounds):
-        order = names[r % len(names) :] + names[: r % len(names)]
+        order = rotated(names, r)
         for c in args.concurrency:
             for name in order:
                 url, pid = sides[name]

@@ -36,6 +36,7 @@ from harness.report import write_json
 from harness.server import ServerProcess, free_port
 
 from livt.host import host_info
+from livt.inference.timing import rotated
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         idle = idle_cpu_percent({name: pid for name, (_, pid) in servers.items()})
         rounds = []
         for r in range(args.rounds):
-            order = list(servers)[r % len(servers) :] + list(servers)[: r % len(servers)]
+            order = rotated(list(servers), r)
             result: dict = {name: {} for name in servers}
             for c in args.concurrency:
                 for name in order:

@@ -14,7 +14,8 @@ The server under test runs with livt-serve's defaults (``--backend auto``) and `
 livt served before engines were chosen; both are loaded in alternating rounds at every concurrency
 (only one is loaded at a time), so ``speedup_vs_baseline`` is a ratio from one interleaved run.
 Then the engine each server runs (``engine`` in ``/v1/model``) is timed alone, interleaved, on the
-same preprocessed image batched 1, 8 and 32: ``served_vs_raw`` is serving against its own engine.
+same preprocessed image batched 1, 8 and 32: ``summary`` gives serving at c32 as a fraction of its
+engine's batch 32 and its c1 p50 over the engine's batch 1.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from harness.server import ServerProcess
 
 from livt.host import host_info
 from livt.inference.backends import open_backend
-from livt.inference.timing import time_interleaved
+from livt.inference.timing import rotated, time_interleaved
 
 BASELINES = {"ort-fp32": ["--backend", "ort", "--precision", "fp32"]}
 
@@ -118,7 +119,7 @@ def _level(args, servers, image, body: str, concurrency: int, expected_top1: int
     runs: dict[str, list[dict]] = {name: [] for name in servers}
     names = list(servers)
     for r in range(args.rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
+        for name in rotated(names, r):
             url, pid = servers[name]
             request = request_bytes(url, image, body, headers)
             runs[name].append(

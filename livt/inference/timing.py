@@ -7,10 +7,16 @@ and the benchmark scripts, so that every ratio livt reports or acts on comes fro
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+
+def rotated(names: Sequence[str], round_: int) -> list[str]:
+    """``names`` in round ``round_``'s order: each round starts one further along, so none always goes first."""
+    k = round_ % len(names)
+    return [*names[k:], *names[:k]]
 
 
 def time_interleaved(
@@ -31,7 +37,7 @@ def time_interleaved(
             fns[name]()
     times = {n: np.empty((rounds, iters)) for n in names}
     for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
+        for name in rotated(names, r):
             for i in range(iters):
                 start = time.perf_counter()
                 fns[name]()
