@@ -273,17 +273,20 @@ def test_the_robustness_grid_shares_the_mgp_and_ce_runs_and_reports_raw_and_cali
     assert again.count(study_robust.ROBUST_START) == 1 and row in again and "## Claims" in again
 
 
-def test_the_robustness_helpers_read_the_setting_and_the_best_cell() -> None:
+def test_the_robustness_helpers_read_the_setting_the_best_cell_and_vals_pick() -> None:
     assert study_robust.imbalance("if1000") == (1000.0, "exp")
     assert study_robust.imbalance("if100-step") == (100.0, "step")
 
-    def res(cell: str, seed: int, raw: float, calibrated: float) -> dict:
+    def res(cell: str, seed: int, raw: float, calibrated: float, val: float = 0.5) -> dict:
         run = study_grid.robust_run("if100", cell, seed)
-        return {"run": run, "metrics": {"balanced_acc": raw},
+        return {"run": run, "metrics": {"balanced_acc": raw, "val": {"balanced_acc": val}},
                 "analysis": {"calibration": {"test": {"balanced_acc": calibrated}}}}  # fmt: skip
 
-    by_cell = {"default": [res("default", 0, 0.80, 0.84)], "mgp/ce": [res("mgp/ce", 0, 0.70, 0.86)],
+    by_cell = {"default": [res("default", 0, 0.80, 0.84, val=0.81)], "mgp/ce": [res("mgp/ce", 0, 0.70, 0.86, val=0.72)],
                "mgp/bal-ce": []}  # fmt: skip
     assert study_robust.best_reading(by_cell) == ("mgp/ce", "calibration", 0.86)
+    # Val picks by its own accuracy, not by the test split's best reading.
+    assert study_robust.val_pick(by_cell) == ("default", 0.81)
+    assert study_robust.val_pick({"default": [], "mgp/ce": [], "mgp/bal-ce": []}) is None
     assert study_grid.robust_run("if10", "default", 2).name == "mgp-bal-bce-prior-s2"
     assert study_grid.robust_run("if10", "mgp/ce", 2).name == "mgp-ce-s2"  # the claims cell's run
