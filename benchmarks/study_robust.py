@@ -12,6 +12,7 @@ goes into ``figures/`` beside it.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -49,23 +50,25 @@ def imbalance(setting: str) -> tuple[float, str]:
 
 def best_reading(by_cell: dict[str, list[dict[str, Any]]]) -> tuple[str, str, float] | None:
     """The (cell, reading, mean test balanced accuracy) with the highest mean, or None before any ran."""
-    means = [
+    return _highest(
         (cell, reading, _mean([value(r, "balanced_acc", reading) for r in rs]))
         for cell, rs in by_cell.items()
         for reading in READINGS
         if rs
-    ]
-    means = [m for m in means if m[2] is not None]
-    return max(means, key=lambda m: m[2]) if means else None
+    )
 
 
 def val_pick(by_cell: dict[str, list[dict[str, Any]]]) -> tuple[str, float] | None:
     """The cell with the highest mean val balanced accuracy: what choosing the recipe's loss on val ships."""
-    means = [
+    return _highest(
         (cell, _mean([r["metrics"]["val"]["balanced_acc"] for r in rs])) for cell, rs in by_cell.items() if rs
-    ]
-    means = [m for m in means if m[1] is not None]
-    return max(means, key=lambda m: m[1]) if means else None
+    )
+
+
+def _highest(rows: Iterable[tuple[Any, ...]]) -> Any:
+    """The row whose last item, a mean, is highest (rows without a mean left out), or None."""
+    rows = [row for row in rows if row[-1] is not None]
+    return max(rows, key=lambda row: row[-1]) if rows else None
 
 
 def section(
