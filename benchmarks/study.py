@@ -15,14 +15,14 @@ copy of each finished run (config, metrics, history, analysis: no weights), whic
 on a later invocation, so the grid can be run across machines and sessions and reported from
 what is there (``--report-only``). The report is ``benchmarks/study_report.py``.
 
-``--robust`` runs the robustness grid instead (``benchmarks/study_robust.py``): the default recipe
-(Bal-BCE, smoothing toward the prior) against MGP + CE and MGP + Bal-CE at IF 10, 50, 100 and 1000
-(exponential profile) and IF 100 (step profile), sharing the MGP runs and the CE runs with the claims
-cells, raw and calibrated; its section of the report is kept when the claims are reported again.
+``--robust`` runs the robustness grid instead (``benchmarks/study_robust.py``): MGP + Bal-BCE, MGP +
+CE and MGP + Bal-CE smoothed toward the prior, the recipe's own loss against the others, at IF 10, 50,
+100 and 1000 (exponential profile) and IF 100 (step profile), sharing the MGP runs and the CE runs
+with the claims cells, raw and calibrated; its section of the report is kept when the claims are reported again.
 
     python benchmarks/study.py                                  # the whole grid (hours on 2 cores)
     python benchmarks/study.py --robust --settings if1000 if100 if10 if50 if100-step
-    python benchmarks/study.py --robust --settings if1000 --cells default   # the headline cell first
+    python benchmarks/study.py --robust --settings if1000 --cells mgp/bal-ce   # one cell first
     python benchmarks/study.py --dry-run                        # the plan
     python benchmarks/study.py --report-only                    # docs/study.md from what has run
     python benchmarks/study.py --settings if100 --seeds 0 --cells mgp/bal-bce mgp/ce

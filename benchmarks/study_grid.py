@@ -22,6 +22,7 @@ from harness.runs import check_reusable, run_state
 
 from livt.training import cli
 from livt.training.config import ConfigError
+from livt.training.config_sources import build_config
 from livt.training.rundir import read_history
 
 # Setting -> recipe, and the data options that cut the recipe's data set at the setting's imbalance.
@@ -41,11 +42,12 @@ CLAIM_SETTINGS = ("if100", "if1000")  # the paper's claims, at a medium and a hi
 ROBUST_SETTINGS = ("if10", "if50", "if100", "if1000", "if100-step")
 CELLS = ("mgp/ce", "mgp/bce", "mgp/bal-ce", "mgp/bal-bce", "scratch/ce", "scratch/bal-bce")
 # The claims cells smooth toward uniform, as the paper does and as they were run. The robustness grid
-# (--robust): the default recipe (MGP + Bal-BCE, smoothing toward the prior) against MGP + CE and MGP
-# + Bal-CE under the same recipe, cell -> (loss, smoothing_toward). CE adds no prior, so both of its
-# smoothings are one loss: "uniform" keeps the claims cells' CE runs reusable.
+# (--robust): the paper's Bal-BCE, CE and Bal-CE from the same MGP runs under the setting's recipe,
+# cell -> (loss, smoothing_toward); the cell the recipe itself ships (``recipe_cell``) is the one the
+# others are measured against. CE adds no prior, so both of its smoothings are one loss: "uniform"
+# keeps the claims cells' CE runs reusable.
 ROBUST_CELLS = {
-    "default": ("bal-bce", "prior"),
+    "mgp/bal-bce": ("bal-bce", "prior"),
     "mgp/ce": ("ce", "uniform"),
     "mgp/bal-ce": ("bal-ce", "prior"),
 }
@@ -94,6 +96,17 @@ def robust_run(setting: str, cell: str, seed: int) -> Run:
     """The run of a robustness-grid cell (``ROBUST_CELLS``); every cell starts from the MGP run."""
     loss, smoothing = ROBUST_CELLS[cell]
     return Run(setting, "mgp", loss, seed, smoothing=smoothing)
+
+
+def recipe_cell(recipe: str) -> str:
+    """The robustness cell that a recipe's own fine-tuning is (its loss and smoothing)."""
+    cfg = build_config("finetune", recipe=recipe, overrides={"init": "mgp"})
+    ship = (cfg.loss, cfg.smoothing_toward)
+    for cell, (loss, smoothing) in ROBUST_CELLS.items():
+        # CE's smoothing has no prior to go toward: either setting is the same loss.
+        if loss == ship[0] and (smoothing == ship[1] or loss == "ce"):
+            return cell
+    raise StudyError(f"recipe {recipe!r} fine-tunes with {ship}, which is none of the cells {ROBUST_CELLS}")
 
 
 @dataclass

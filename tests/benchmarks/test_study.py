@@ -254,17 +254,22 @@ def test_the_robustness_grid_shares_the_mgp_and_ce_runs_and_reports_raw_and_cali
         for line in text.splitlines()
         if line.startswith("| if100")
     }
-    row = rows[("if100", study_robust.LABELS["default"])]
+    row = rows[("if100", study_robust.LABELS["mgp/bal-bce"] + ", *recipe*")]  # what synthetic-tiny ships
     metrics = [
         json.loads((runs / "if100" / f"mgp-bal-bce-prior-s{s}" / "metrics.json").read_text()) for s in (0, 1)
     ]
     mean = 100 * sum(m["balanced_acc"] for m in metrics) / 2
     assert row.split("|")[3].strip() == "2" and row.split("|")[5].strip().startswith(f"{mean:.1f} ± ")
-    paired_row = next(
-        line for line in text.splitlines() if line.startswith("| if100-step | ") and "(p " in line
+    paired = [line for line in text.splitlines() if line.startswith("| if100 | ") and "(p " in line]
+    assert [line.split("|")[3].strip() for line in paired] == [study_robust.LABELS["mgp/ce"],
+                                                               study_robust.LABELS["mgp/bal-ce"]]  # fmt: skip
+    bar_row = next(
+        line
+        for line in text.splitlines()
+        if re.match(r"\| if100-step \|.* [+-][\d.]+ / [+-][\d.]+ \|$", line)
     )
-    default, paper = (float(m) for m in paired_row.rstrip(" |").rsplit("|", 1)[1].split(" / "))
-    assert default > 0 and paper > 0  # the tiny recipe's counts (IF 10) cross with neither smoothing
+    recipe_margin, paper = (float(m) for m in bar_row.rstrip(" |").rsplit("|", 1)[1].split(" / "))
+    assert recipe_margin > 0 and paper > 0  # the tiny recipe's counts (IF 10) cross with neither smoothing
     figure = finished / "docs" / "figures" / study_robust.FIGURE
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"](figures/{study_robust.FIGURE})" in text
     # The claims report, written again, keeps the robustness section.
@@ -282,11 +287,38 @@ def test_the_robustness_helpers_read_the_setting_the_best_cell_and_vals_pick() -
         return {"run": run, "metrics": {"balanced_acc": raw, "val": {"balanced_acc": val}},
                 "analysis": {"calibration": {"test": {"balanced_acc": calibrated}}}}  # fmt: skip
 
-    by_cell = {"default": [res("default", 0, 0.80, 0.84, val=0.81)], "mgp/ce": [res("mgp/ce", 0, 0.70, 0.86, val=0.72)],
-               "mgp/bal-ce": []}  # fmt: skip
+    by_cell = {"mgp/bal-bce": [res("mgp/bal-bce", 0, 0.80, 0.84, val=0.81)],
+               "mgp/ce": [res("mgp/ce", 0, 0.70, 0.86, val=0.72)], "mgp/bal-ce": []}  # fmt: skip
     assert study_robust.best_reading(by_cell) == ("mgp/ce", "calibration", 0.86)
     # Val picks by its own accuracy, not by the test split's best reading.
-    assert study_robust.val_pick(by_cell) == ("default", 0.81)
-    assert study_robust.val_pick({"default": [], "mgp/ce": [], "mgp/bal-ce": []}) is None
-    assert study_grid.robust_run("if10", "default", 2).name == "mgp-bal-bce-prior-s2"
+    assert study_robust.val_pick(by_cell) == ("mgp/bal-bce", 0.81)
+    assert study_robust.val_pick({"mgp/bal-bce": [], "mgp/ce": [], "mgp/bal-ce": []}) is None
+    assert study_grid.robust_run("if10", "mgp/bal-bce", 2).name == "mgp-bal-bce-prior-s2"
     assert study_grid.robust_run("if10", "mgp/ce", 2).name == "mgp-ce-s2"  # the claims cell's run
+
+
+def _recipe_with(tmp_path: Path, **finetune: str) -> str:
+    values = yaml.safe_load(recipe_path("fashion-mnist-lt").read_text())
+    values["finetune"].update(finetune)
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(values))
+    return str(tmp_path / "r.yaml")
+
+
+@pytest.mark.parametrize(
+    ("finetune", "cell"),
+    [({"loss": "bal-bce"}, "mgp/bal-bce"), ({"loss": "bal-ce"}, "mgp/bal-ce"),
+     ({"loss": "ce", "smoothing_toward": "prior"}, "mgp/ce"), ({"loss": "ce", "smoothing_toward": "uniform"}, "mgp/ce")],
+)  # fmt: skip
+def test_the_recipes_cell_is_read_from_its_loss_and_smoothing(
+    tmp_path: Path, finetune: dict, cell: str
+) -> None:
+    assert study_grid.recipe_cell(_recipe_with(tmp_path, **finetune)) == cell
+
+
+def test_a_recipe_whose_loss_is_no_cell_is_named(tmp_path: Path) -> None:
+    # Bal-BCE toward uniform is a claims cell, not one of the grid's.
+    recipe = _recipe_with(tmp_path, loss="bal-bce", smoothing_toward="uniform")
+    with pytest.raises(
+        study_grid.StudyError, match=r"fine-tunes with \('bal-bce', 'uniform'\), which is none"
+    ):
+        study_grid.recipe_cell(recipe)
