@@ -18,7 +18,8 @@ what is there (``--report-only``). The report is ``benchmarks/study_report.py``.
 ``--robust`` runs the robustness grid instead (``benchmarks/study_robust.py``): MGP + Bal-BCE, MGP +
 CE and MGP + Bal-CE smoothed toward the prior, the recipe's own loss against the others, at IF 10, 50,
 100 and 1000 (exponential profile) and IF 100 (step profile), sharing the MGP runs and the CE runs
-with the claims cells, raw and calibrated; its section of the report is kept when the claims are reported again.
+with the claims cells, raw and calibrated; its section of the report is kept when the claims are
+reported again.
 
     python benchmarks/study.py                                  # the whole grid (hours on 2 cores)
     python benchmarks/study.py --robust --settings if1000 if100 if10 if50 if100-step

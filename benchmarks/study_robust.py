@@ -3,11 +3,11 @@
 MGP + Bal-BCE (the paper's loss), MGP + CE and MGP + Bal-CE, smoothing toward the loss's prior, each
 read as trained ("raw") and as ``livt-export`` serves it, calibrated on val ("calibrated"), at every
 setting of ``ROBUST_SETTINGS``; the cell the setting's recipe ships (``recipe_cell``) is measured
-against the other two. The cells of a setting and seed share their
-MGP run and seed, so differences are paired (``study_report.paired``). The section is written into
-the study's page between the ``ROBUST_*`` markers, which the claims report keeps when it rewrites the
-page; the figure (test balanced accuracy against the imbalance factor, one line per cell and reading)
-goes into ``figures/`` beside it.
+against the other two. The cells of a setting and seed share their MGP run and seed, so differences
+are paired (``study_report.paired``). The section is written into the study's page between the
+``ROBUST_*`` markers, which the claims report keeps when it rewrites the page; the figure (test
+balanced accuracy against the imbalance factor, one line per cell and reading) goes into
+``figures/`` beside it.
 """
 
 from __future__ import annotations
