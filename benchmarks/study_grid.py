@@ -8,6 +8,7 @@ line is ``benchmarks/study.py``.
 
 from __future__ import annotations
 
+import functools
 import json
 import shlex
 import shutil
@@ -21,7 +22,7 @@ from harness.batchrun import BatchRunError, Command, cli_flags, run_batch
 from harness.runs import check_reusable, run_state
 
 from livt.training import cli
-from livt.training.config import ConfigError
+from livt.training.config import ConfigError, FinetuneConfig
 from livt.training.config_sources import build_config
 from livt.training.rundir import read_history
 
@@ -98,9 +99,15 @@ def robust_run(setting: str, cell: str, seed: int) -> Run:
     return Run(setting, "mgp", loss, seed, smoothing=smoothing)
 
 
+@functools.cache
+def recipe_finetune(recipe: str) -> FinetuneConfig:
+    """The fine-tuning config a recipe ships (read once per process; callers only read it)."""
+    return build_config("finetune", recipe=recipe, overrides={"init": "mgp"})
+
+
 def recipe_cell(recipe: str) -> str:
     """The robustness cell that a recipe's own fine-tuning is (its loss and smoothing)."""
-    cfg = build_config("finetune", recipe=recipe, overrides={"init": "mgp"})
+    cfg = recipe_finetune(recipe)
     ship = (cfg.loss, cfg.smoothing_toward)
     for cell, (loss, smoothing) in ROBUST_CELLS.items():
         # CE's smoothing has no prior to go toward: either setting is the same loss.

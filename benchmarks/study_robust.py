@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from study_grid import ROBUST_CELLS, Study, recipe_cell, robust_run
+from study_grid import ROBUST_CELLS, Study, recipe_cell, recipe_finetune, robust_run
 from study_report import ROBUST_END, ROBUST_START, _diff, _mean, _p, _stat, paired, value
 
 LABELS = {
@@ -140,7 +140,7 @@ def section(
         row.append(f"{LABELS[pick[0]]}: {100 * pick[1]:.1f}" if pick else "-")
         row.append(_crossings(study, setting, [r for rs in by_cell.values() for r in rs]))
         lines.append(f"| {setting} | {' | '.join(row)} |")
-    if _figure(cells, figures / FIGURE):
+    if _figure(cells, set(shipped.values()), figures / FIGURE):
         lines += ["", f"![test balanced accuracy against the imbalance factor](figures/{FIGURE})"]
     lines += ["", "Runs (or reused) for it, in order:", "", "```bash", *study.commands, "```"]
     return lines
@@ -177,10 +177,9 @@ def _crossings(study: Study, setting: str, results: list[dict[str, Any]]) -> str
     """
     if not results:
         return "-"
-    from livt.training.config_sources import build_config
     from livt.training.losses import build_loss
 
-    cfg = build_config("finetune", recipe=study.recipes[setting], overrides={"init": "mgp"})
+    cfg = recipe_finetune(study.recipes[setting])
     counts = results[0]["metrics"]["train_counts"]
     found = []
     for toward in (cfg.smoothing_toward, "uniform"):
@@ -195,8 +194,11 @@ def _crossings(study: Study, setting: str, results: list[dict[str, Any]]) -> str
     return " / ".join(found)
 
 
-def _figure(cells: dict[str, dict[str, list[dict[str, Any]]]], out: Path) -> bool:
-    """Test balanced accuracy against the imbalance factor: a line per cell and reading (False: no runs)."""
+def _figure(cells: dict[str, dict[str, list[dict[str, Any]]]], shipped: set[str], out: Path) -> bool:
+    """Test balanced accuracy against the imbalance factor: a line per cell and reading (False: no runs).
+
+    ``shipped``: the cells a setting's recipe ships, marked *recipe* in the legend as in the tables.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -218,9 +220,8 @@ def _figure(cells: dict[str, dict[str, list[dict[str, Any]]]], out: Path) -> boo
                 if not points:
                     continue
                 x, y, err = (np.array(v) for v in zip(*sorted(points), strict=True))
-                label = f"{LABELS[cell]}, {READINGS[reading]}" + (
-                    " (step profile)" if profile == "step" else ""
-                )
+                label = f"{LABELS[cell]}{', recipe' if cell in shipped else ''}, {READINGS[reading]}"
+                label += " (step profile)" if profile == "step" else ""
                 fill = colour if profile == "exp" else "none"
                 ax.errorbar(x, y, yerr=err, color=colour, linestyle=style if profile == "exp" else "none",
                             marker=marker, markerfacecolor=fill, capsize=3, label=label)  # fmt: skip

@@ -1,6 +1,6 @@
 """The main job end to end on Fashion-MNIST-LT, as a user would run it (``make demo``).
 
-MGP -> BFT with Bal-BCE (evaluated on the test set) -> ONNX export (fp32 and INT8, balanced prior,
+MGP -> BFT with the recipe's balanced loss (evaluated on the test set) -> ONNX export (fp32 and INT8, balanced prior,
 calibrated) -> ``livt-serve`` on loopback -> a handful of real test images sent over HTTP -> a table.
 Every stage is the project's own command line; a stage that finished before is reused.
 """
@@ -25,6 +25,7 @@ from harness.runs import run_state
 from harness.server import ServerProcess
 
 from livt.data import build_dataset
+from livt.training.config_sources import build_config
 
 BIN = Path(sys.executable).parent
 RECIPE = "fashion-mnist-lt"
@@ -43,7 +44,10 @@ def main() -> int:
     stage("1/5 masked generative pretraining (MGP)")
     if run_state("pretrain", pretrain) != "done":
         train("pretrain", "--out", pretrain, *_resume_flag(pretrain))
-    stage("2/5 balanced fine-tuning (Bal-BCE), then the test set once")
+    ft = build_config("finetune", recipe=RECIPE, overrides={"init": str(pretrain)})
+    stage(
+        f"2/5 balanced fine-tuning ({ft.loss}, tau {ft.tau:g}, smoothing {ft.smoothing:g} toward the {ft.smoothing_toward}), then the test set once"
+    )
     if not (finetune / "metrics.json").is_file():
         train("finetune", "--init", pretrain, "--out", finetune, *_resume_flag(finetune))
     metrics = json.loads((finetune / "metrics.json").read_text())

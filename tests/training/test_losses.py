@@ -389,7 +389,7 @@ def test_finetune_warns_of_the_conflict_with_the_class_names(caplog):
     from livt.training.config_sources import build_config
     from livt.training.finetune import _build_criterion
 
-    overrides = {"init": "pretrain-run", "smoothing_toward": "uniform"}
+    overrides = {"init": "pretrain-run", "loss": "bal-bce", "smoothing_toward": "uniform"}
     cfg = build_config("finetune", recipe="fashion-mnist-lt-if1000", overrides=overrides)
     names = ["T-shirt/top", *[f"c{i}" for i in range(1, 9)], "Ankle boot"]
     with caplog.at_level("WARNING", logger="livt"):
