@@ -1,7 +1,8 @@
 """The main job end to end on Fashion-MNIST-LT, as a user would run it (``make demo``).
 
-MGP -> BFT with the recipe's balanced loss (evaluated on the test set) -> ONNX export (fp32 and INT8, balanced prior,
-calibrated) -> ``livt-serve`` on loopback -> a handful of real test images sent over HTTP -> a table.
+MGP -> BFT with the recipe's balanced loss (evaluated on the test set) -> ONNX export (fp32 and
+INT8, balanced prior, calibrated) -> ``livt-serve`` on loopback -> a handful of real test images
+sent over HTTP -> a table.
 Every stage is the project's own command line; a stage that finished before is reused.
 """
 
@@ -45,9 +46,8 @@ def main() -> int:
     if run_state("pretrain", pretrain) != "done":
         train("pretrain", "--out", pretrain, *_resume_flag(pretrain))
     ft = build_config("finetune", recipe=RECIPE, overrides={"init": str(pretrain)})
-    stage(
-        f"2/5 balanced fine-tuning ({ft.loss}, tau {ft.tau:g}, smoothing {ft.smoothing:g} toward the {ft.smoothing_toward}), then the test set once"
-    )
+    loss = f"{ft.loss}, tau {ft.tau:g}, smoothing {ft.smoothing:g} toward the {ft.smoothing_toward}"
+    stage(f"2/5 balanced fine-tuning ({loss}), then the test set once")
     if not (finetune / "metrics.json").is_file():
         train("finetune", "--init", pretrain, "--out", finetune, *_resume_flag(finetune))
     metrics = json.loads((finetune / "metrics.json").read_text())
